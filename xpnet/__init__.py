@@ -1,0 +1,28 @@
+"""xpnet: multilayer perceptrons with hand-written backprop on any array-API library.
+
+    import xpnet as xn
+    xn.use("numpy")                       # or "cupy", "torch", "jax", "array_api_strict"
+    model = xn.mlp([2, 32, 2], activation="relu", seed=0)
+    history = model.fit(X, y, loss="cross_entropy", optimizer=xn.Adam(lr=1e-2), epochs=20)
+
+Importing xpnet imports NumPy and array-api-compat only; a backend's library is imported
+when that backend is first used.
+"""
+
+from .backend import Backend, BackendError, available, current, use
+from .callbacks import Callback, EarlyStopping, History
+from .data import DataError
+from .io import CheckpointError, load
+from .layers import GELU, Dense, Dropout, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .model import ModelError, Sequential, mlp
+from .optim import SGD, Adam, Optimizer
+from .training import DivergenceError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Adam", "Backend", "BackendError", "Callback", "CheckpointError", "DataError", "Dense",
+    "DivergenceError", "Dropout", "EarlyStopping", "GELU", "History", "Identity", "Layer",
+    "LeakyReLU", "ModelError", "Optimizer", "ReLU", "SGD", "Sequential", "Sigmoid", "Softmax",
+    "Tanh", "available", "current", "load", "mlp", "use",
+]

@@ -1,0 +1,137 @@
+"""Host side of the data: validation, target encoding, the host RNG, batching.
+
+Inputs may be lists, NumPy arrays or arrays of any backend. Arrays that already live on
+the model's backend and device stay there (validated with the model's ``xp``); anything
+else is checked on the host with NumPy and copied to the device once. Every check runs
+before training touches any state, and every message names what was wrong.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import Backend, to_numpy
+
+
+class DataError(ValueError):
+    """Input data that does not fit the model or the loss."""
+
+
+def host_rng(seed) -> np.random.Generator:
+    """The one source of randomness: a NumPy Generator (same stream on every backend)."""
+    return np.random.default_rng(seed)
+
+
+def batch_bounds(n: int, batch_size: int | None):
+    """(start, stop) pairs covering range(n); the last batch may be short."""
+    size = n if not batch_size else min(batch_size, n)
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _to_host(name: str, data) -> np.ndarray:
+    try:
+        arr = to_numpy(data) if not isinstance(data, (list, tuple)) else np.asarray(data)
+    except Exception as exc:
+        raise DataError(f"{name} could not be read as an array ({type(exc).__name__}: {exc})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise DataError(f"{name} must be numeric; got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise DataError(f"{name} must be real; got dtype {arr.dtype}")
+    return arr
+
+
+def _check_features(X_shape, n_in: int, first_layer: str, name: str) -> None:
+    if len(X_shape) != 2:
+        hint = " (one feature per column: use X.reshape(-1, 1))" if len(X_shape) == 1 else ""
+        raise DataError(f"{name} must be 2-D (samples, features); got shape {tuple(X_shape)}{hint}")
+    if X_shape[0] == 0:
+        raise DataError(f"{name} is empty: shape {tuple(X_shape)}")
+    if n_in is not None and X_shape[1] != n_in:
+        raise DataError(
+            f"{name} has {X_shape[1]} features but layer {first_layer} expects {n_in} "
+            f"(shape {tuple(X_shape)})"
+        )
+
+
+def inputs(backend: Backend, X, n_in: int | None, first_layer: str, name: str = "X"):
+    """X as a validated 2-D float array on ``backend``."""
+    if backend.owns(X):
+        _check_features(tuple(X.shape), n_in, first_layer, name)
+        xp = backend.xp
+        if X.dtype != backend.dtype:
+            if not xp.isdtype(X.dtype, ("real floating", "integral", "bool")):
+                raise DataError(f"{name} must be numeric; got dtype {X.dtype}")
+            X = xp.astype(X, backend.dtype)
+        if not bool(xp.all(xp.isfinite(X))):
+            raise DataError(f"{name} contains NaN or Inf values")
+        return X
+    host = _to_host(name, X)
+    _check_features(host.shape, n_in, first_layer, name)
+    host = host.astype(backend.dtype_name, copy=False)
+    if not np.all(np.isfinite(host)):
+        bad = int(np.size(host) - np.count_nonzero(np.isfinite(host)))
+        raise DataError(f"{name} contains {bad} NaN or Inf value(s)")
+    return backend.asarray(host)
+
+
+def targets(backend: Backend, y, loss: str, n_out: int, n_samples: int, name: str = "y"):
+    """y validated for ``loss`` and encoded as float rows of width ``n_out`` on ``backend``.
+
+    cross_entropy takes integer labels in [0, n_out) or one-hot rows; the others take
+    values shaped (n,) (when the model has one output) or (n, n_out).
+    """
+    host = _to_host(name, y)
+    if host.shape[:1] != (n_samples,):
+        got = host.shape[0] if host.ndim else "a scalar"
+        raise DataError(f"X has {n_samples} samples but {name} has {got}: they must match")
+    if not np.all(np.isfinite(host)):
+        raise DataError(f"{name} contains NaN or Inf values")
+    if loss == "cross_entropy":
+        host = _class_targets(host, n_out, name)
+    else:
+        if host.ndim == 1 and n_out == 1:
+            host = host.reshape(-1, 1)
+        if host.ndim != 2 or host.shape[1] != n_out:
+            raise DataError(
+                f"{name} shape {host.shape} does not fit loss {loss!r} for a model with "
+                f"{n_out} output(s): expected ({n_samples}, {n_out})"
+                + (" or (n,)" if n_out == 1 else "")
+            )
+        if loss == "binary_cross_entropy" and (host.min() < 0 or host.max() > 1):
+            raise DataError(f"{name} for binary_cross_entropy must lie in [0, 1]; "
+                            f"got values from {host.min()} to {host.max()}")
+    return backend.asarray(host.astype(backend.dtype_name, copy=False))
+
+
+def _class_targets(host: np.ndarray, n_classes: int, name: str) -> np.ndarray:
+    if host.ndim == 2 and host.shape[1] == 1:
+        host = host[:, 0]
+    if host.ndim == 2:
+        if host.shape[1] != n_classes:
+            raise DataError(f"{name} is one-hot with {host.shape[1]} columns but the model "
+                            f"has {n_classes} outputs")
+        if host.min() < 0:
+            raise DataError(f"one-hot {name} has negative entries")
+        return host
+    if host.ndim != 1:
+        raise DataError(f"{name} for cross_entropy must be labels (n,) or one-hot "
+                        f"(n, {n_classes}); got shape {host.shape}")
+    if not np.all(np.equal(np.mod(host, 1), 0)):
+        raise DataError(f"{name} for cross_entropy must hold integer class labels; "
+                        "found non-integer values")
+    labels = host.astype(np.int64)
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= n_classes:
+        raise DataError(f"{name} holds class labels from {low} to {high}, but the model has "
+                        f"{n_classes} outputs: labels must lie in [0, {n_classes - 1}]")
+    onehot = np.zeros((labels.shape[0], n_classes))
+    onehot[np.arange(labels.shape[0]), labels] = 1.0
+    return onehot
+
+
+def labels_of(backend: Backend, T, loss: str):
+    """Class indices from encoded targets (for accuracy), on the device."""
+    xp = backend.xp
+    if loss == "cross_entropy":
+        return xp.argmax(T, axis=1)
+    return T >= 0.5

@@ -1,0 +1,285 @@
+"""Layers. Each ``forward(params, X, ctx)`` returns ``(Y, backprop)``.
+
+``backprop(dY, need_dX=True)`` returns ``(dX, grads)``: the gradient for the layer's
+input (``None`` when not needed, which saves the first layer's largest GEMM) and a
+dict of parameter gradients with the same names as ``params``. The closure keeps
+exactly what the backward pass needs, nothing else. All math goes through ``ctx.xp``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import init as initializers
+
+Backprop = Callable[..., tuple[Any, dict]]
+
+
+@dataclass
+class Pass:
+    """What one forward pass needs besides params and input."""
+
+    xp: Any
+    backend: Any
+    training: bool = False
+    rng: Any = None  # host numpy Generator, for dropout masks
+
+
+class Layer:
+    """Base class: a parameter-free layer that is the identity."""
+
+    def forward(self, params: dict, X, ctx: Pass) -> tuple[Any, Backprop]:
+        def backprop(dY, need_dX=True):
+            return dY, {}
+
+        return X, backprop
+
+    def out_width(self, width: int | None) -> int | None:
+        """The output width for an input of ``width`` features (None: any)."""
+        return width
+
+    def config(self) -> dict:
+        """JSON-able constructor arguments (the architecture that ``save`` writes)."""
+        return {}
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def init_params(self, rng, default_init: str) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Identity(Layer):
+    """Y = X."""
+
+
+class Dense(Layer):
+    """Fully connected: ``Y = X @ W + b`` with ``W`` stored ``(n_in, n_out)``.
+
+    ``init`` is "he", "glorot", "normal", "uniform" or a callable
+    ``(rng, fan_in, fan_out) -> array``; None lets the model pick He before a ReLU-family
+    activation and Glorot otherwise.
+    """
+
+    def __init__(self, n_in: int, n_out: int, init: str | Callable | None = None, bias: bool = True):
+        for label, n in (("n_in", n_in), ("n_out", n_out)):
+            if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+                raise ValueError(f"Dense: {label} must be a positive int; got {n!r}")
+        if init not in (None, "custom"):
+            initializers.resolve(init)  # fail now, not at model build time
+        self.n_in, self.n_out, self.init, self.bias = n_in, n_out, init, bias
+
+    def config(self) -> dict:
+        init = self.init if isinstance(self.init, str) or self.init is None else "custom"
+        return {"n_in": self.n_in, "n_out": self.n_out, "init": init, "bias": self.bias}
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {"W": (self.n_in, self.n_out)}
+        if self.bias:
+            shapes["b"] = (self.n_out,)
+        return shapes
+
+    def init_params(self, rng, default_init: str) -> dict:
+        init = self.init if self.init not in (None, "custom") else default_init
+        W = initializers.resolve(init)(rng, self.n_in, self.n_out)
+        params = {"W": W}
+        if self.bias:
+            import numpy as np  # host-side init only
+
+            params["b"] = np.zeros(self.n_out)
+        return params
+
+    def out_width(self, width):
+        return self.n_out
+
+    def forward(self, params, X, ctx):
+        xp, W = ctx.xp, params["W"]
+        Y = X @ W
+        if self.bias:
+            Y = Y + params["b"]
+
+        def backprop(dY, need_dX=True):
+            grads = {"W": X.T @ dY}
+            if self.bias:
+                grads["b"] = xp.sum(dY, axis=0)
+            return (dY @ W.T if need_dX else None), grads
+
+        return Y, backprop
+
+
+class ReLU(Layer):
+    """max(X, 0)."""
+
+    def forward(self, params, X, ctx):
+        xp = ctx.xp
+        Y = xp.maximum(X, 0.0)
+
+        def backprop(dY, need_dX=True):
+            return xp.where(Y > 0, dY, 0.0), {}
+
+        return Y, backprop
+
+
+class LeakyReLU(Layer):
+    """X where X > 0, else slope * X."""
+
+    def __init__(self, slope: float = 0.01):
+        if not isinstance(slope, (int, float)) or not math.isfinite(slope):
+            raise ValueError(f"LeakyReLU: slope must be a finite number; got {slope!r}")
+        self.slope = float(slope)
+
+    def config(self):
+        return {"slope": self.slope}
+
+    def forward(self, params, X, ctx):
+        xp, slope = ctx.xp, self.slope
+        positive = X > 0
+        Y = xp.where(positive, X, X * slope)
+
+        def backprop(dY, need_dX=True):
+            return xp.where(positive, dY, dY * slope), {}
+
+        return Y, backprop
+
+
+def sigmoid(xp, X):
+    """Logistic function without overflow: exp is only taken of -|X|."""
+    E = xp.exp(-xp.abs(X))
+    inv = 1.0 / (1.0 + E)
+    return xp.where(X >= 0, inv, E * inv)
+
+
+class Sigmoid(Layer):
+    """1 / (1 + exp(-X)), computed without overflow."""
+
+    def forward(self, params, X, ctx):
+        Y = sigmoid(ctx.xp, X)
+
+        def backprop(dY, need_dX=True):
+            return dY * (Y * (1.0 - Y)), {}
+
+        return Y, backprop
+
+
+class Tanh(Layer):
+    """tanh(X)."""
+
+    def forward(self, params, X, ctx):
+        Y = ctx.xp.tanh(X)
+
+        def backprop(dY, need_dX=True):
+            return dY * (1.0 - Y * Y), {}
+
+        return Y, backprop
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+_GELU_K = 0.044715
+
+
+class GELU(Layer):
+    """GELU, tanh approximation (the standard has no erf): 0.5 X (1 + tanh(c (X + k X^3)))."""
+
+    def forward(self, params, X, ctx):
+        xp = ctx.xp
+        X2 = X * X
+        T = xp.tanh(_GELU_C * (X + _GELU_K * X2 * X))
+        Y = 0.5 * X * (1.0 + T)
+
+        def backprop(dY, need_dX=True):
+            dT = _GELU_C * (1.0 + 3.0 * _GELU_K * X2)
+            return dY * (0.5 * (1.0 + T) + 0.5 * X * (1.0 - T * T) * dT), {}
+
+        return Y, backprop
+
+
+def softmax(xp, X):
+    """Softmax over the last axis, shifted by the row maximum so exp never overflows."""
+    E = xp.exp(X - xp.max(X, axis=-1, keepdims=True))
+    return E / xp.sum(E, axis=-1, keepdims=True)
+
+
+class Softmax(Layer):
+    """Softmax over features. For training with cross-entropy, leave it out: the loss takes logits."""
+
+    def forward(self, params, X, ctx):
+        xp = ctx.xp
+        S = softmax(xp, X)
+
+        def backprop(dY, need_dX=True):
+            return S * (dY - xp.sum(dY * S, axis=-1, keepdims=True)), {}
+
+        return S, backprop
+
+
+class Dropout(Layer):
+    """Zeroes each input with probability ``p`` while training (scaling the rest by 1/(1-p)).
+
+    Masks are drawn on the host from the fit seed, so they are the same on every backend.
+    At predict and evaluate time it is the identity.
+    """
+
+    def __init__(self, p: float = 0.5):
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be a number in [0, 1); got {p!r}")
+        self.p = float(p)
+
+    def config(self):
+        return {"p": self.p}
+
+    def forward(self, params, X, ctx):
+        if not ctx.training or self.p == 0.0:
+            return super().forward(params, X, ctx)
+        if ctx.rng is None:
+            raise RuntimeError("Dropout in training needs a host RNG in the forward pass")
+        keep = ctx.rng.random(tuple(X.shape)) >= self.p
+        scale = 1.0 / (1.0 - self.p)
+        mask = ctx.backend.asarray(keep * scale, dtype=X.dtype)
+        Y = X * mask
+
+        def backprop(dY, need_dX=True):
+            return dY * mask, {}
+
+        return Y, backprop
+
+
+LAYERS: dict[str, type[Layer]] = {
+    cls.__name__: cls
+    for cls in (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, Identity, Dropout)
+}
+ACTIVATIONS: dict[str, type[Layer]] = {
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "gelu": GELU,
+    "softmax": Softmax,
+    "identity": Identity,
+    "linear": Identity,
+}
+RELU_FAMILY = (ReLU, LeakyReLU, GELU)
+
+
+def activation(name: str | Layer) -> Layer:
+    """An activation layer by name ("relu", "tanh", ...) or the layer itself."""
+    if isinstance(name, Layer):
+        return name
+    try:
+        return ACTIVATIONS[str(name).lower()]()
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}"
+        ) from None
+
+
+def from_config(kind: str, config: dict) -> Layer:
+    """Rebuild a layer from its type name and ``config()`` (used by ``load``)."""
+    if kind not in LAYERS:
+        raise ValueError(f"unknown layer type {kind!r}; known: {', '.join(LAYERS)}")
+    return LAYERS[kind](**config)

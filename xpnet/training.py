@@ -1,0 +1,204 @@
+"""The training loop (``fit``) and ``evaluate``.
+
+Data moves to the device once per call; each epoch shuffles with one host permutation and
+one device gather; batches are views. The loss is summed on the device and read once per
+epoch, so nothing synchronises per step except the divergence check on backends where
+reading a scalar costs nothing (NumPy, torch on the CPU, array-api-strict).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+from . import data, losses
+from . import optim as optimizers
+from .callbacks import Callback, History
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss or gradient; the model keeps its last finite weights."""
+
+
+def _check_int(name, value, low, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"fit: {name} must be an int >= {low}; got {value!r}")
+    return value
+
+
+class _Guard:
+    """Stops training at the first non-finite loss or gradient.
+
+    On synchronous CPU backends it checks every step, before the update, so the weights
+    stay the last finite ones. Elsewhere a check is a device sync, so it checks every
+    ``every`` steps and keeps a restore point taken at the last good check.
+    """
+
+    def __init__(self, model, every: int):
+        backend = model.backend
+        self.model = model
+        self.per_step = not backend.is_gpu and backend.name != "jax"
+        self.every = 1 if self.per_step else every
+        self.restore_point = None if self.per_step else model.snapshot(optimizer=True)
+        self.last_good = (0, 0)
+
+    def finite(self, value, grads, xp) -> bool:
+        total = value
+        for g in grads.values():
+            total = total + xp.sum(g)
+        return math.isfinite(float(total))
+
+    def before_update(self, step, value, grads, xp, where):
+        if self.per_step and not self.finite(value, grads, xp):
+            raise DivergenceError(
+                f"non-finite loss or gradient at {where}; training stopped and the model keeps "
+                "its last finite weights (lower the learning rate or set clipnorm)"
+            )
+
+    def after_update(self, step, value, xp, where, force=False):
+        if self.per_step or not (force or step % self.every == 0):
+            return
+        if self.finite(value, self.model._params, xp):
+            self.restore_point = self.model.snapshot(optimizer=True)
+            self.last_good = where
+            return
+        self.model.restore(self.restore_point)
+        raise DivergenceError(
+            f"non-finite loss or weights by {where} (last finite check: epoch "
+            f"{self.last_good[0]}, batch {self.last_good[1]}); the model was restored to that "
+            "point (lower the learning rate or set clipnorm)"
+        )
+
+
+def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
+        batch_size: int | None = 32, validation_data=None, validation_split: float = 0.0,
+        callbacks: Iterable[Callback] = (), seed: int | None = 0, verbose: int = 0,
+        shuffle: bool = True, lr: float | None = None, check_every: int = 50) -> History:
+    """Train ``model`` on (X, y) and return a History.
+
+    - ``loss``: "mse", "cross_entropy" (logits; labels or one-hot) or "binary_cross_entropy".
+    - ``optimizer``: an Optimizer, or "sgd"/"adam" with ``lr``. Its state is kept on the
+      model, so a second ``fit`` with the same optimizer continues.
+    - ``batch_size``: None for full batch. The last batch of an epoch may be short.
+    - ``validation_data`` (Xv, yv) or ``validation_split`` (the last fraction of X, y, as
+      Keras): adds ``val_loss`` (and ``val_accuracy``) to the history.
+    - ``seed``: shuffling and dropout masks, drawn on the host (same order on every backend).
+    - ``verbose``: 0 silent, 1 and 2 a line per epoch.
+    - ``check_every``: on GPU and JAX, steps between divergence checks (each a sync).
+
+    Every argument and the data are validated before any state changes.
+    """
+    loss_fn = losses.resolve(loss)
+    epochs = _check_int("epochs", epochs, 0)
+    batch_size = _check_int("batch_size", batch_size, 1, allow_none=True)
+    check_every = _check_int("check_every", check_every, 1)
+    if verbose not in (0, 1, 2, True, False):
+        raise ValueError(f"fit: verbose must be 0, 1 or 2; got {verbose!r}")
+    if not isinstance(validation_split, (int, float)) or not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"fit: validation_split must be in [0, 1); got {validation_split!r}")
+    callbacks = list(callbacks or ())
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"fit: callbacks must be xpnet Callback objects; got {type(cb).__name__}")
+    opt = optimizers.resolve(optimizer, lr)
+    if lr is not None and isinstance(optimizer, optimizers.Optimizer):
+        raise ValueError("fit: pass lr either inside the Optimizer or with a name, not both")
+
+    Xd = model._inputs(X)
+    Td = model._targets(y, loss, Xd.shape[0])
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("fit: validation_data must be a pair (X_val, y_val)")
+        Xv = model._inputs(validation_data[0], "X_val")
+        Tv = model._targets(validation_data[1], loss, Xv.shape[0], "y_val")
+    elif validation_split:
+        n_val = int(round(Xd.shape[0] * validation_split))
+        if n_val < 1 or n_val >= Xd.shape[0]:
+            raise ValueError(f"fit: validation_split={validation_split} of {Xd.shape[0]} "
+                             "samples leaves no validation or no training data")
+        cut = Xd.shape[0] - n_val
+        Xd, Xv, Td, Tv = Xd[:cut, ...], Xd[cut:, ...], Td[:cut, ...], Td[cut:, ...]
+    else:
+        Xv = Tv = None
+
+    if model.optimizer is not opt:
+        model.optimizer = opt
+    return _loop(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, batch_size, callbacks,
+                 seed, verbose, shuffle, check_every)
+
+
+def _loop(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, batch_size, callbacks, seed,
+          verbose, shuffle, check_every):
+    backend = model.backend
+    xp = backend.xp
+    n = Xd.shape[0]
+    rng = data.host_rng(seed)
+    bounds = data.batch_bounds(n, batch_size)
+    history = History()
+    callbacks = [history, *callbacks]
+    for cb in callbacks:
+        cb.set_model(model)
+    guard = _Guard(model, check_every)
+    model.stop_training = False
+    for cb in callbacks:
+        cb.on_train_begin({})
+    step = 0
+    for epoch in range(epochs):
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch, {})
+        if shuffle and len(bounds) > 1:
+            order = xp.asarray(rng.permutation(n), device=backend.device)
+            Xe, Te = xp.take(Xd, order, axis=0), xp.take(Td, order, axis=0)
+        else:
+            Xe, Te = Xd, Td
+        total = None
+        for b, (lo, hi) in enumerate(bounds):
+            Xb, Tb = Xe[lo:hi, ...], Te[lo:hi, ...]
+            value, grads = model._loss_and_grads_device(Xb, Tb, loss_fn, training=True, rng=rng)
+            guard.before_update(step, value, grads, xp, (epoch, b))
+            model._params = opt.step(model._params, grads, xp, backend.inplace)
+            step += 1
+            guard.after_update(step, value, xp, (epoch, b))
+            weighted = value * (hi - lo)
+            total = weighted if total is None else total + weighted
+            for cb in callbacks[1:]:
+                cb.on_batch_end(b, {"size": hi - lo})
+        guard.after_update(step, total, xp, (epoch, len(bounds) - 1), force=True)
+        logs = {"loss": float(total) / n}
+        if Xv is not None:
+            for key, value in _evaluate_device(model, Xv, Tv, loss, loss_fn).items():
+                logs[f"val_{key}"] = value
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
+        if verbose:
+            print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.6g}" for k, v in logs.items()))
+        if model.stop_training:
+            break
+    for cb in callbacks:
+        cb.on_train_end({})
+    return history
+
+
+def _evaluate_device(model, X, T, loss, loss_fn, batch_size=None) -> dict:
+    xp = model.backend.xp
+    Y = model._predict_device(X, batch_size)
+    value, _ = loss_fn(xp, Y, T)
+    out = {"loss": float(value)}
+    if loss == "cross_entropy":
+        hits = xp.argmax(Y, axis=1) == xp.argmax(T, axis=1)
+        out["accuracy"] = float(xp.mean(xp.astype(hits, Y.dtype)))
+    elif loss == "binary_cross_entropy":
+        hits = (Y >= 0) == (T >= 0.5)
+        out["accuracy"] = float(xp.mean(xp.astype(hits, Y.dtype)))
+    return out
+
+
+def evaluate(model, X, y, loss: str = "mse", batch_size: int | None = None) -> dict:
+    """``{"loss": float}`` plus ``"accuracy"`` for classification losses."""
+    loss_fn = losses.resolve(loss)
+    batch_size = _check_int("batch_size", batch_size, 1, allow_none=True)
+    Xd = model._inputs(X)
+    Td = model._targets(y, loss, Xd.shape[0])
+    return _evaluate_device(model, Xd, Td, loss, loss_fn, batch_size)
