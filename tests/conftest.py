@@ -1,0 +1,65 @@
+"""One backend fixture over the backend table; missing libraries and devices are skips."""
+
+from __future__ import annotations
+
+import os
+
+# float64 gradient checks run on every backend, and JAX only has float64 in x64 mode; float32
+# behaviour is unchanged by it (Python scalars are weakly typed). Must be set before jax loads.
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+
+import pytest  # noqa: E402
+
+import xpnet as xn  # noqa: E402
+from xpnet.backend import NAMES, BackendError  # noqa: E402
+
+try:  # one torch thread: two OpenMP threads on a shared 2-core box stall (ARRAY_API_NOTES 13)
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:
+    pass
+
+CPU_BACKENDS = [n for n in NAMES if n != "cupy"]
+
+
+def _backend_or_skip(name: str, device=None, dtype=None) -> xn.Backend:
+    try:
+        return xn.backend.get(name, device, dtype)
+    except BackendError as exc:
+        pytest.skip(f"backend {name!r} unavailable here: {exc}")
+
+
+@pytest.fixture(params=NAMES)
+def backend(request) -> xn.Backend:
+    """Each backend of the table (float32), skipped with the reason when unusable here."""
+    return _backend_or_skip(request.param)
+
+
+@pytest.fixture(params=NAMES)
+def backend64(request) -> xn.Backend:
+    """Each backend of the table in float64, for finite-difference gradient checks."""
+    return _backend_or_skip(request.param, dtype="float64")
+
+
+@pytest.fixture
+def gpu_backend(request) -> xn.Backend:
+    """cupy on the first CUDA device, or a skip saying there is none."""
+    return _backend_or_skip("cupy")
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend():
+    """Tests that call xn.use() must not leak their backend into later tests."""
+    before = xn.backend._local.__dict__.get("backend")
+    yield
+    xn.backend._local.backend = before
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "gpu" in item.keywords:
+            try:
+                xn.backend.get("cupy")
+            except BackendError as exc:
+                item.add_marker(pytest.mark.skip(reason=f"no CUDA device for cupy: {exc}"))
