@@ -1,0 +1,173 @@
+"""xpnet.datasets: shapes, dtypes, determinism by seed, the articles' toys, files, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xpnet import DataError, datasets
+
+GENERATED = {
+    "spirals": datasets.spirals,
+    "moons": datasets.moons,
+    "circles": datasets.circles,
+    "xor": datasets.xor,
+}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED))
+def test_classification_sets_shape_dtype_and_balance(name):
+    X, y = GENERATED[name](n_samples=101, seed=3)
+    assert X.shape == (101, 2) and X.dtype == np.float32
+    assert y.shape == (101,) and y.dtype == np.int64
+    assert set(np.unique(y)) == {0, 1}
+    assert np.all(np.isfinite(X))
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED))
+def test_same_seed_same_data_other_seed_other_data(name):
+    make = GENERATED[name]
+    X1, y1 = make(n_samples=64, seed=7)
+    X2, y2 = make(n_samples=64, seed=7)
+    X3, _ = make(n_samples=64, seed=8)
+    np.testing.assert_array_equal(X1, X2)
+    np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(X1, X3)
+
+
+def test_spirals_are_shuffled_so_a_trailing_split_holds_both_classes():
+    _, y = datasets.spirals(n_samples=200, seed=0)
+    assert set(np.unique(y[-40:])) == {0, 1}
+
+
+def test_spirals_arms_are_point_symmetric():
+    # Without noise, arm 1 is arm 0 turned by half a circle: the same radii.
+    X, y = datasets.spirals(n_samples=400, noise=0.0, seed=1)
+    r0 = np.sort(np.hypot(*X[y == 0].T))
+    r1 = np.sort(np.hypot(*X[y == 1].T))
+    assert r0.max() <= 1.0 + 1e-6 and r1.max() <= 1.0 + 1e-6
+    assert abs(r0.mean() - r1.mean()) < 0.1
+
+
+def test_xor_labels_follow_the_signs():
+    X, y = datasets.xor(n_samples=50, seed=0)
+    np.testing.assert_array_equal(y, (np.sign(X[:, 0]) != np.sign(X[:, 1])).astype(np.int64))
+    X, y = datasets.xor_table()
+    np.testing.assert_array_equal(y, np.logical_xor(X[:, 0], X[:, 1]).astype(np.int64))
+
+
+def test_circles_inner_ring_is_label_one():
+    X, y = datasets.circles(n_samples=100, noise=0.0, factor=0.3, seed=0)
+    radius = np.hypot(X[:, 0], X[:, 1])
+    np.testing.assert_allclose(radius[y == 0], 1.0, atol=1e-5)
+    np.testing.assert_allclose(radius[y == 1], 0.3, atol=1e-5)
+
+
+def test_linear_is_the_line_and_vectorises():
+    X, y = datasets.linear(m=3.0, b=-2.0, n=20, seed=0)
+    assert X.shape == (20, 1) and y.shape == (20,) and y.dtype == np.float32
+    np.testing.assert_allclose(y, 3.0 * X[:, 0] - 2.0, rtol=1e-5, atol=1e-5)
+    X, y = datasets.linear(m=[1.0, -2.0, 0.5], b=1.0, n=30, seed=0)
+    assert X.shape == (30, 3)
+    np.testing.assert_allclose(y, X @ np.array([1.0, -2.0, 0.5]) + 1.0, rtol=1e-5, atol=1e-5)
+    _, noisy = datasets.linear(m=3.0, b=-2.0, n=20, noise=0.5, seed=0)
+    assert not np.allclose(noisy, 3.0 * X[:20, 0] - 2.0)
+
+
+def test_articles_toys_are_the_articles_data():
+    X, y = datasets.hidden_layer_toy()
+    np.testing.assert_array_equal(X, [[1, 1, 1], [1, 1, 0], [0, 1, 0], [0, 1, 1]])
+    np.testing.assert_array_equal(y, [1, 0, 1, 0])
+    X, y = datasets.two_layer_toy()
+    np.testing.assert_array_equal(X, [[1, 0, 1, 0], [1, 0, 1, 1], [0, 1, 0, 1]])
+    np.testing.assert_array_equal(y, [1, 1, 0])
+    assert X.dtype == np.float32
+
+
+def test_digits_when_scikit_learn_is_installed():
+    pytest.importorskip("sklearn")
+    X, y = datasets.digits()
+    assert X.shape == (1797, 64) and X.dtype == np.float32 and y.dtype == np.int64
+    assert 0.0 <= X.min() and X.max() <= 1.0
+    assert set(np.unique(y)) == set(range(10))
+
+
+def test_digits_without_scikit_learn_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(ImportError, match=r"xpnet\[sklearn\]"):
+        datasets.digits()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: datasets.spirals(n_samples=0), "n_samples"),
+    (lambda: datasets.spirals(n_samples=2.5), "n_samples"),
+    (lambda: datasets.spirals(noise=-1.0), "noise"),
+    (lambda: datasets.moons(noise=float("nan")), "noise"),
+    (lambda: datasets.circles(factor=1.0), "factor"),
+    (lambda: datasets.xor(n_samples=True), "n_samples"),
+    (lambda: datasets.linear(m="steep"), "m must be"),
+    (lambda: datasets.linear(n=0), "n must"),
+    (lambda: datasets.linear(low=1.0, high=1.0), "low must be below high"),
+    (lambda: datasets.load("mnist"), "unknown data set 'mnist'"),
+])
+def test_bad_arguments_say_what_is_wrong(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_registry_builds_every_generated_set():
+    for name in ("spirals", "moons", "circles", "xor", "linear", "xor_table",
+                 "hidden_layer_toy", "two_layer_toy"):
+        X, y = datasets.DATASETS[name]()
+        assert X.ndim == 2 and X.dtype == np.float32 and y.shape[0] == X.shape[0]
+    assert "digits" in datasets.DATASETS
+
+
+def test_load_file_npz_round_trip(tmp_path):
+    X, y = datasets.moons(n_samples=30, seed=0)
+    path = tmp_path / "moons.npz"
+    np.savez(path, X=X, y=y)
+    X2, y2 = datasets.load_file(path)
+    np.testing.assert_array_equal(X2, X)
+    np.testing.assert_array_equal(y2, y)
+    assert datasets.load(str(path))[0].shape == (30, 2)
+
+
+def test_load_file_csv_with_and_without_header(tmp_path):
+    body = "0.5,1.0,1\n-0.5,2.0,0\n1.5,-1.0,1\n"
+    (tmp_path / "a.csv").write_text("x1,x2,label\n" + body)
+    (tmp_path / "b.csv").write_text(body)
+    for name in ("a.csv", "b.csv"):
+        X, y = datasets.load_file(tmp_path / name)
+        np.testing.assert_array_equal(X, [[0.5, 1.0], [-0.5, 2.0], [1.5, -1.0]])
+        assert y.dtype == np.int64 and list(y) == [1, 0, 1]
+    (tmp_path / "reg.csv").write_text("1,0.25\n2,0.5\n")
+    _, y = datasets.load_file(tmp_path / "reg.csv")
+    assert y.dtype == np.float32 and list(y) == [0.25, 0.5]
+
+
+@pytest.mark.parametrize("name, content, match", [
+    ("missing.csv", None, "does not exist"),
+    ("data.txt", "1,2\n", "unknown format"),
+    ("ragged.csv", "1,2,3\n4,5\n", "different numbers of columns"),
+    ("words.csv", "a,b\n1,x\n", "not a number"),
+    ("one.csv", "1\n2\n", "at least two columns"),
+    ("empty.csv", "x,y\n", "no data rows"),
+    ("broken.npz", "not a zip", "not a readable .npz"),
+])
+def test_load_file_bad_files_raise_data_error(tmp_path, name, content, match):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=match):
+        datasets.load_file(path)
+
+
+def test_load_file_npz_without_y(tmp_path):
+    path = tmp_path / "only_x.npz"
+    np.savez(path, X=np.zeros((3, 2)))
+    with pytest.raises(DataError, match=r"lacks array\(s\) \['y'\]"):
+        datasets.load_file(path)
