@@ -28,15 +28,26 @@ def batch_bounds(n: int, batch_size: int | None):
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def _to_host(name: str, data) -> np.ndarray:
+def _describe(data) -> str:
+    """'a torch array on device meta' (for messages about arrays that cannot be moved)."""
+    library = type(data).__module__.split(".")[0]
+    device = getattr(data, "device", None)
+    return f"a {library} {type(data).__name__}" + (f" on device {device}" if device else "")
+
+
+def _to_host(name: str, data, backend: Backend | None = None) -> np.ndarray:
     try:
         arr = to_numpy(data) if not isinstance(data, (list, tuple)) else np.asarray(data)
     except Exception as exc:
-        raise DataError(f"{name} could not be read as an array ({type(exc).__name__}: {exc})") from None
+        target = f" to the model's backend {backend.name} ({backend.device})" if backend else ""
+        raise DataError(
+            f"{name} is {_describe(data)} and could not be moved{target} "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    if np.iscomplexobj(arr):
+        raise DataError(f"{name} must be real, not complex; got dtype {arr.dtype}")
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise DataError(f"{name} must be numeric; got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise DataError(f"{name} must be real; got dtype {arr.dtype}")
     return arr
 
 
@@ -55,17 +66,18 @@ def _check_features(X_shape, n_in: int, first_layer: str, name: str) -> None:
 
 def inputs(backend: Backend, X, n_in: int | None, first_layer: str, name: str = "X"):
     """X as a validated 2-D float array on ``backend``."""
+    X = _same_library_to_device(backend, X)
     if backend.owns(X):
         _check_features(tuple(X.shape), n_in, first_layer, name)
         xp = backend.xp
         if X.dtype != backend.dtype:
             if not xp.isdtype(X.dtype, ("real floating", "integral", "bool")):
-                raise DataError(f"{name} must be numeric; got dtype {X.dtype}")
+                raise DataError(f"{name} must be numeric and real; got dtype {X.dtype}")
             X = xp.astype(X, backend.dtype)
         if not bool(xp.all(xp.isfinite(X))):
             raise DataError(f"{name} contains NaN or Inf values")
         return X
-    host = _to_host(name, X)
+    host = _to_host(name, X, backend)
     _check_features(host.shape, n_in, first_layer, name)
     host = host.astype(backend.dtype_name, copy=False)
     if not np.all(np.isfinite(host)):
@@ -74,13 +86,54 @@ def inputs(backend: Backend, X, n_in: int | None, first_layer: str, name: str = 
     return backend.asarray(host)
 
 
+def _same_library_to_device(backend: Backend, X):
+    """An array of the model's library on another device, moved with the library's own copy.
+
+    A host round trip is not always possible (array-api-strict's fake devices refuse it),
+    and a direct device-to-device copy is cheaper anyway. Anything else is left as it is.
+    """
+    import array_api_compat as compat
+
+    if isinstance(X, (np.ndarray, list, tuple)) or backend.owns(X):
+        return X
+    try:
+        xp = compat.array_namespace(X)
+    except TypeError:
+        return X
+    if xp is not backend.xp:
+        return X
+    try:
+        return compat.to_device(X, backend.device)
+    except Exception:  # left to the host path, whose error names both sides
+        return X
+
+
+def parameter(backend: Backend, value, name: str):
+    """A parameter value (host or any backend) checked numeric and finite, copied to ``backend``."""
+    value = _same_library_to_device(backend, value)
+    if backend.owns(value):
+        xp = backend.xp
+        if not xp.isdtype(value.dtype, ("real floating", "integral")):
+            raise DataError(f"{name} must be numeric and real; got dtype {value.dtype}")
+        value = xp.astype(value, backend.dtype, copy=True)
+        if not bool(xp.all(xp.isfinite(value))):
+            raise DataError(f"{name} contains NaN or Inf values")
+        return value
+    host = _to_host(name, value, backend)
+    if host.dtype == bool:
+        raise DataError(f"{name} must be numeric and real; got dtype bool")
+    if not np.all(np.isfinite(host)):
+        raise DataError(f"{name} contains NaN or Inf values")
+    return backend.asarray(host.astype(backend.dtype_name, copy=False))
+
+
 def targets(backend: Backend, y, loss: str, n_out: int, n_samples: int, name: str = "y"):
     """y validated for ``loss`` and encoded as float rows of width ``n_out`` on ``backend``.
 
     cross_entropy takes integer labels in [0, n_out) or one-hot rows; the others take
     values shaped (n,) (when the model has one output) or (n, n_out).
     """
-    host = _to_host(name, y)
+    host = _to_host(name, _same_library_to_device(backend, y), backend)
     if host.shape[:1] != (n_samples,):
         got = host.shape[0] if host.ndim else "a scalar"
         raise DataError(f"X has {n_samples} samples but {name} has {got}: they must match")

@@ -115,15 +115,11 @@ class Sequential:
                              f"expected {list(expected)}")
         staged = {}
         for name, shape in expected.items():
-            host = backends.to_numpy(mapping[name]) if not self.backend.owns(mapping[name]) \
-                else None
-            value = mapping[name] if host is None else host
+            value = data.parameter(self.backend, mapping[name], f"set_params: {name}")
             got = tuple(value.shape)
             if got != shape:
                 raise ModelError(f"set_params: {name} has shape {got}, expected {shape}")
-            staged[name] = (self.backend.asarray(host) if host is not None
-                            else self.backend.xp.asarray(value, dtype=self.backend.dtype,
-                                                         copy=True))
+            staged[name] = value
         self._params = staged
         if self.optimizer is not None:
             self.optimizer.state.clear()  # moments of other weights would be meaningless

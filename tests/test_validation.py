@@ -1,0 +1,218 @@
+"""The bad-input catalogue: every boundary rejects bad input by name, before any state changes.
+
+Each case builds a model, trains it one epoch with Adam (so optimizer state exists), takes a
+NumPy snapshot of parameters and optimizer state, triggers the error and checks the exception
+type, the key words of its message, and that the snapshot is bit-identical afterwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnet as xn
+from xpnet.data import DataError
+
+N_IN, N_OUT, N = 3, 4, 8
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((N, N_IN)).astype("float32")
+    y = rng.integers(0, N_OUT, N)
+    return X, y
+
+
+def _trained(backend="numpy"):
+    model = xn.mlp([N_IN, 5, N_OUT], seed=0, backend=backend)
+    X, y = _data()
+    model.fit(X, y, loss="cross_entropy", optimizer=xn.Adam(lr=1e-2), epochs=1, batch_size=4)
+    return model
+
+
+def _snapshot(model) -> dict:
+    """Host copies of everything an error must not touch."""
+    snap = {f"param/{k}": model.backend.to_numpy(v).copy() for k, v in model.params.items()}
+    opt = model.optimizer
+    snap.update({f"opt/{k}": model.backend.to_numpy(v).copy()
+                 for k, v in opt.state_arrays().items()})
+    snap["iterations"] = opt.iterations
+    snap["optimizer"] = opt
+    snap["backend"] = model.backend
+    return snap
+
+
+def _assert_same(before: dict, after: dict) -> None:
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        if isinstance(value, np.ndarray):
+            assert value.dtype == after[key].dtype and value.shape == after[key].shape, key
+            assert value.tobytes() == after[key].tobytes(), f"{key} changed"
+        else:
+            assert value is after[key] or value == after[key], f"{key} changed"
+
+
+X0, y0 = _data()
+nan_X = X0.copy()
+nan_X[2, 1] = np.nan
+inf_X = X0.copy()
+inf_X[0, 0] = np.inf
+nan_y = y0.astype("float64")
+nan_y[3] = np.nan
+onehot5 = np.eye(5)[np.arange(N) % 5]
+fit_ce = dict(loss="cross_entropy", epochs=1)
+
+
+def fit(X=X0, y=y0, **kw):
+    return lambda m: m.fit(X, y, **{**fit_ce, **kw})
+
+
+# (id, call on the model, exception type, key words that the message must contain)
+CASES = [
+    # --- data given to fit
+    ("strings", fit(X=np.array([["a", "b", "c"]] * N)), DataError, ["X", "numeric"]),
+    ("ragged", fit(X=[[1.0, 2.0, 3.0], [1.0]] * 4), DataError, ["X"]),
+    ("complex", fit(X=X0 + 1j), DataError, ["real"]),
+    ("X 1-D", fit(X=X0[:, 0]), DataError, ["2-D", "reshape"]),
+    ("X 3-D", fit(X=X0[:, :, None]), DataError, ["2-D", "(8, 3, 1)"]),
+    ("X scalar", fit(X=3.0), DataError, ["2-D"]),
+    ("feature count", fit(X=np.ones((N, 7))), DataError, ["7 features", "layer 0", "expects 3"]),
+    ("length mismatch", fit(y=y0[:5]), DataError, ["8 samples", "5", "match"]),
+    ("y scalar", fit(y=1), DataError, ["samples", "scalar"]),
+    ("empty", fit(X=np.ones((0, N_IN)), y=np.ones(0)), DataError, ["empty"]),
+    ("NaN in X", fit(X=nan_X), DataError, ["X", "NaN"]),
+    ("Inf in X", fit(X=inf_X), DataError, ["X", "Inf"]),
+    ("NaN in y", fit(y=nan_y), DataError, ["y", "NaN"]),
+    ("label too big", fit(y=np.full(N, N_OUT)), DataError, ["labels", "4 outputs", "[0, 3]"]),
+    ("negative label", fit(y=-(y0 + 1)), DataError, ["labels", "[0, 3]"]),
+    ("non-integer label", fit(y=y0 + 0.5), DataError, ["integer"]),
+    ("one-hot width", fit(y=onehot5), DataError, ["one-hot", "5 columns", "4 outputs"]),
+    ("negative one-hot", fit(y=-np.eye(N_OUT)[y0]), DataError, ["one-hot", "negative"]),
+    ("labels 3-D", fit(y=np.zeros((N, 2, 2))), DataError, ["cross_entropy", "shape"]),
+    ("mse y shape", fit(y=np.ones((N, 2)), loss="mse"), DataError, ["mse", "(8, 4)"]),
+    ("bce y range", fit(y=np.full((N, N_OUT), 2.0), loss="binary_cross_entropy"), DataError,
+     ["[0, 1]"]),
+    ("val X width", fit(validation_data=(np.ones((4, 2)), y0[:4])), DataError,
+     ["X_val", "2 features"]),
+    ("val y NaN", fit(validation_data=(X0, nan_y)), DataError, ["y_val", "NaN"]),
+    ("val not a pair", fit(validation_data=(X0,)), ValueError, ["validation_data", "pair"]),
+    ("validation_split 1", fit(validation_split=1.0), ValueError, ["validation_split"]),
+    # --- hyper-parameters given to fit
+    ("lr zero", fit(optimizer="sgd", lr=0.0), ValueError, ["lr", "> 0"]),
+    ("lr negative", fit(optimizer="adam", lr=-1e-3), ValueError, ["lr", "> 0"]),
+    ("lr NaN", fit(optimizer="sgd", lr=float("nan")), ValueError, ["lr", "finite"]),
+    ("lr twice", fit(optimizer=xn.SGD(lr=0.1), lr=0.1), ValueError, ["lr", "not both"]),
+    ("batch_size 0", fit(batch_size=0), ValueError, ["batch_size", ">= 1"]),
+    ("batch_size -3", fit(batch_size=-3), ValueError, ["batch_size"]),
+    ("batch_size float", fit(batch_size=2.5), ValueError, ["batch_size", "int"]),
+    ("epochs -1", fit(epochs=-1), ValueError, ["epochs", ">= 0"]),
+    ("epochs float", fit(epochs=1.5), ValueError, ["epochs"]),
+    ("unknown loss", fit(loss="hinge"), ValueError, ["hinge", "mse", "cross_entropy"]),
+    ("unknown optimizer", fit(optimizer="rmsprop"), ValueError, ["rmsprop", "sgd", "adam"]),
+    ("bad callback", fit(callbacks=[print]), TypeError, ["callbacks"]),
+    ("bad verbose", fit(verbose=7), ValueError, ["verbose"]),
+    # --- the other entry points
+    ("predict width", lambda m: m.predict(np.ones((2, 5))), DataError, ["5 features", "expects 3"]),
+    ("predict NaN", lambda m: m.predict(nan_X), DataError, ["NaN"]),
+    ("predict 1-D", lambda m: m.predict(X0[0]), DataError, ["2-D"]),
+    ("evaluate length", lambda m: m.evaluate(X0, y0[:3], loss="cross_entropy"), DataError,
+     ["samples"]),
+    ("evaluate batch_size", lambda m: m.evaluate(X0, y0, "cross_entropy", batch_size=0),
+     ValueError, ["batch_size"]),
+    ("evaluate loss", lambda m: m.evaluate(X0, y0, loss="l1"), ValueError, ["l1", "known"]),
+    ("grads label", lambda m: m.loss_and_grads(X0, y0 + N_OUT, loss="cross_entropy"), DataError,
+     ["labels"]),
+    ("grads width", lambda m: m.loss_and_grads(X0[:, :2], y0, loss="cross_entropy"), DataError,
+     ["2 features"]),
+    # --- set_params
+    ("params shape", lambda m: m.set_params({**m.params, "0.W": np.ones((3, 6))}), xn.ModelError,
+     ["0.W", "(3, 6)", "(3, 5)"]),
+    ("params missing", lambda m: m.set_params({"0.W": np.ones((3, 5))}), xn.ModelError,
+     ["missing", "2.W"]),
+    ("params unknown", lambda m: m.set_params({**m.params, "9.W": np.ones(1)}), xn.ModelError,
+     ["unknown", "9.W"]),
+    ("params NaN", lambda m: m.set_params({**m.params, "2.b": np.full(N_OUT, np.nan)}), DataError,
+     ["2.b", "NaN"]),
+    ("params strings", lambda m: m.set_params({**m.params, "0.b": np.array(list("abcde"))}),
+     DataError, ["0.b", "numeric"]),
+    ("params not array", lambda m: m.set_params({**m.params, "0.b": object()}), DataError,
+     ["0.b"]),
+]
+
+
+@pytest.mark.parametrize("call, error, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_named_and_changes_nothing(call, error, words):
+    model = _trained()
+    before = _snapshot(model)
+    with pytest.raises(error) as info:
+        call(model)
+    message = str(info.value)
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    _assert_same(before, _snapshot(model))
+
+
+def test_catalogue_is_large_enough():
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: xn.Dropout(1.0), ["Dropout", "[0, 1)"]),
+    (lambda: xn.Dropout(-0.1), ["Dropout", "[0, 1)"]),
+    (lambda: xn.mlp([3, 4, 2], activation="swish"), ["swish", "relu", "tanh"]),
+    (lambda: xn.Dense(3, 0), ["n_out", "positive"]),
+    (lambda: xn.Sequential(xn.Dense(3, 4), xn.ReLU(), xn.Dense(5, 2)), ["layer 2", "4"]),
+    (lambda: xn.SGD(lr=0.1, momentum=1.0), ["momentum", "< 1"]),
+    (lambda: xn.Adam(lr=1e-3, betas=(0.9,)), ["betas"]),
+    (lambda: xn.SGD(lr=0.1, clipnorm=0.0), ["clipnorm", "> 0"]),
+])
+def test_bad_constructor_arguments_are_named(make, words):
+    with pytest.raises(ValueError) as info:
+        make()
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_backend_bad_input_is_caught_before_the_device(backend):
+    """The same checks hold on every backend, for arrays of that backend too."""
+    model = _trained(backend)
+    before = _snapshot(model)
+    bad = backend.asarray(nan_X)
+    with pytest.raises(DataError, match="NaN"):
+        model.fit(bad, y0, loss="cross_entropy")
+    with pytest.raises(DataError, match="expects 3"):
+        model.predict(backend.asarray(np.ones((2, 4))))
+    with pytest.raises(DataError, match="labels"):
+        model.fit(X0, y0 + N_OUT, loss="cross_entropy")
+    _assert_same(before, _snapshot(model))
+
+
+def test_arrays_of_another_backend_are_converted():
+    torch = pytest.importorskip("torch")
+    model = _trained()
+    expected = model.predict(X0)
+    got = model.predict(torch.asarray(X0))
+    assert isinstance(got, np.ndarray)
+    np.testing.assert_array_equal(got, expected)
+    model.set_params({k: torch.asarray(v) for k, v in model.params.items()})
+    np.testing.assert_array_equal(model.predict(X0), expected)
+
+
+def test_arrays_of_the_same_library_on_another_device_are_moved():
+    xs = pytest.importorskip("array_api_strict")
+    model = xn.mlp([N_IN, 5, N_OUT], seed=0, backend="array_api_strict")
+    elsewhere = xs.asarray(X0, device=xs.Device("device1"))
+    out = model.predict(elsewhere)
+    assert out.device == model.backend.device
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(model.predict(X0)))
+
+
+def test_arrays_that_cannot_be_moved_name_both_sides():
+    torch = pytest.importorskip("torch")
+    model = _trained()
+    before = _snapshot(model)
+    with pytest.raises(DataError) as info:
+        model.fit(torch.empty((N, N_IN), device="meta"), y0, loss="cross_entropy")
+    for word in ("torch", "meta", "numpy", "cpu"):
+        assert word in str(info.value)
+    _assert_same(before, _snapshot(model))
