@@ -51,8 +51,9 @@ class Optimizer:
             return grads
         squares = [xp.sum(g * g) for g in grads.values()]
         norm = xp.sqrt(sum(squares[1:], squares[0]))
-        # min(1, c / norm) without a host round trip: no device sync per step.
-        scale = xp.minimum(self.clipnorm / (norm + 1e-12), 1.0)
+        # min(1, c / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_, without a host round
+        # trip: no device sync per step.
+        scale = xp.minimum(self.clipnorm / (norm + 1e-6), 1.0)
         return {k: g * scale for k, g in grads.items()}
 
     def step(self, params: dict, grads: dict, xp, inplace: bool) -> dict:

@@ -17,7 +17,14 @@ from .callbacks import Callback, History
 
 
 class DivergenceError(FloatingPointError):
-    """Training produced a non-finite loss or gradient; the model keeps its last finite weights."""
+    """Training produced a non-finite loss or gradient; the model keeps its last finite weights.
+
+    ``epoch`` and ``batch`` (both counted from 0) say where it was found.
+    """
+
+    def __init__(self, message: str, epoch: int | None = None, batch: int | None = None):
+        super().__init__(message)
+        self.epoch, self.batch = epoch, batch
 
 
 def _check_int(name, value, low, allow_none=False):
@@ -28,48 +35,80 @@ def _check_int(name, value, low, allow_none=False):
     return value
 
 
-class _Guard:
-    """Stops training at the first non-finite loss or gradient.
+def _all_finite(xp, value, arrays) -> bool:
+    """True when the 0-d ``value`` and every array hold only finite numbers.
 
-    On synchronous CPU backends it checks every step, before the update, so the weights
-    stay the last finite ones. Elsewhere a check is a device sync, so it checks every
-    ``every`` steps and keeps a restore point taken at the last good check.
+    One read of a summed total answers for everything. A plain sum is the fast path; as
+    finite values can overflow it, a non-finite sum is checked again on ``a * 0``, which is
+    0 for finite entries and NaN for NaN or Inf (this is only paid when training diverges).
+    """
+    arrays = list(arrays)
+    total = value
+    for a in arrays:
+        total = total + xp.sum(a)
+    if math.isfinite(float(total)):
+        return True
+    total = value * 0.0
+    for a in arrays:
+        total = total + xp.sum(a * 0.0)
+    return math.isfinite(float(total))
+
+
+def _at(where) -> str:
+    return f"epoch {where[0]}, batch {where[1]} (both counted from 0)"
+
+
+class _Guard:
+    """Stops training at the first non-finite loss, gradient, weight or optimizer state.
+
+    Where reading a scalar is free (NumPy, torch on the CPU, array-api-strict) it checks the
+    loss and gradients of every step before the update, so the model keeps the weights of
+    the step before. Every ``every`` steps and at each epoch end (on every backend) it also
+    checks the weights and optimizer state and takes a restore point; a failed check there
+    (or weights that a finite update overflowed) restores the last restore point. On GPUs
+    and JAX that periodic check is the only one, since each check is a device sync.
     """
 
     def __init__(self, model, every: int):
         backend = model.backend
         self.model = model
         self.per_step = not backend.is_gpu and backend.name != "jax"
-        self.every = 1 if self.per_step else every
-        self.restore_point = None if self.per_step else model.snapshot(optimizer=True)
-        self.last_good = (0, 0)
+        self.every = every
+        self.restore_point = model.snapshot(optimizer=True)
+        self.last_good = None
 
-    def finite(self, value, grads, xp) -> bool:
-        total = value
-        for g in grads.values():
-            total = total + xp.sum(g)
-        return math.isfinite(float(total))
+    def _state(self) -> list:
+        model = self.model
+        state = model.optimizer.state_arrays().values() if model.optimizer else ()
+        return [*model._params.values(), *state]
 
     def before_update(self, step, value, grads, xp, where):
-        if self.per_step and not self.finite(value, grads, xp):
-            raise DivergenceError(
-                f"non-finite loss or gradient at {where}; training stopped and the model keeps "
-                "its last finite weights (lower the learning rate or set clipnorm)"
-            )
+        if not self.per_step or _all_finite(xp, value, grads.values()):
+            return
+        if not _all_finite(xp, 0.0, self._state()):  # an earlier update overflowed the weights
+            self._restore_and_raise(where)
+        raise DivergenceError(
+            f"non-finite loss or gradient at {_at(where)}; training stopped before that "
+            "update, so the model keeps its last finite weights (lower the learning rate "
+            "or set clipnorm on the optimizer)", *where)
 
     def after_update(self, step, value, xp, where, force=False):
-        if self.per_step or not (force or step % self.every == 0):
+        if not (force or step % self.every == 0):
             return
-        if self.finite(value, self.model._params, xp):
+        if _all_finite(xp, value, self._state()):
             self.restore_point = self.model.snapshot(optimizer=True)
             self.last_good = where
             return
+        self._restore_and_raise(where)
+
+    def _restore_and_raise(self, where):
         self.model.restore(self.restore_point)
+        since = ("the start of this fit" if self.last_good is None
+                 else f"the check at {_at(self.last_good)}")
         raise DivergenceError(
-            f"non-finite loss or weights by {where} (last finite check: epoch "
-            f"{self.last_good[0]}, batch {self.last_good[1]}); the model was restored to that "
-            "point (lower the learning rate or set clipnorm)"
-        )
+            f"non-finite loss, weights or optimizer state found at {_at(where)}; training "
+            f"stopped and the model was restored to its finite weights from {since} (lower "
+            "the learning rate or set clipnorm on the optimizer)", *where)
 
 
 def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
