@@ -75,7 +75,11 @@ def _cuda_device_count(lib) -> int:
 def _torch_device(lib, device):
     if device is None:
         device = "cpu"
-    dev = lib.device(device) if not isinstance(device, lib.device) else device
+    try:
+        dev = lib.device(device) if not isinstance(device, lib.device) else device
+    except (RuntimeError, TypeError):  # torch's own message lists 20 device kinds
+        raise BackendError(
+            f"backend 'torch' takes device 'cpu' or 'cuda[:n]'; got {device!r}") from None
     if dev.type == "cuda" and not lib.cuda.is_available():
         raise BackendError("backend 'torch' with device='cuda': torch sees no CUDA device here")
     if dev.type not in ("cpu", "cuda"):
@@ -93,6 +97,9 @@ def _jax_device(lib, device):
             devices = lib.devices(kind)
         except RuntimeError as exc:
             raise BackendError(f"backend 'jax': no {kind!r} device here ({exc})") from None
+        if not (index or "0").isdigit() or int(index or 0) >= len(devices):
+            raise BackendError(f"backend 'jax': no device {device!r} here; "
+                               f"{kind} devices: {[str(d) for d in devices]}")
         return devices[int(index or 0)]
     return device
 
