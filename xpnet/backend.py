@@ -188,10 +188,12 @@ class Backend:
 
     @property
     def inplace(self) -> bool:
+        """Whether arrays may be updated in place (False on JAX: update functionally)."""
         return self.row.inplace
 
     @property
     def is_gpu(self) -> bool:
+        """Whether arrays live on a GPU (reading a scalar there is a device sync)."""
         if self.name == "torch":
             return self.device.type == "cuda"
         if self.name == "jax":

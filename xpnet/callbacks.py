@@ -25,17 +25,23 @@ class Callback:
     model = None
 
     def set_model(self, model) -> None:
+        """Called once before training with the model being trained."""
         self.model = model
 
-    def on_train_begin(self, logs: dict) -> None: ...
+    def on_train_begin(self, logs: dict) -> None:
+        """Before the first epoch."""
 
-    def on_epoch_begin(self, epoch: int, logs: dict) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None:
+        """Before each epoch (numbered from 0)."""
 
-    def on_batch_end(self, batch: int, logs: dict) -> None: ...
+    def on_batch_end(self, batch: int, logs: dict) -> None:
+        """After each batch; ``logs`` holds its ``size`` (not the loss: no device sync)."""
 
-    def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        """After each epoch; ``logs`` holds the epoch's loss and validation metrics."""
 
-    def on_train_end(self, logs: dict) -> None: ...
+    def on_train_end(self, logs: dict) -> None:
+        """After the last epoch (also after an early stop)."""
 
 
 class History(Callback):

@@ -31,6 +31,8 @@ class Layer:
     """Base class: a parameter-free layer that is the identity."""
 
     def forward(self, params: dict, X, ctx: Pass) -> tuple[Any, Backprop]:
+        """``(Y, backprop)``; ``backprop(dY, need_dX=True)`` returns ``(dX, grads)``."""
+
         def backprop(dY, need_dX=True):
             return dY, {}
 
@@ -45,9 +47,11 @@ class Layer:
         return {}
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{local name: shape}`` of the layer's parameters (empty when it has none)."""
         return {}
 
     def init_params(self, rng, default_init: str) -> dict:
+        """Host (NumPy) initial values drawn from ``rng``; ``default_init`` names the scheme."""
         return {}
 
     def __repr__(self) -> str:

@@ -69,9 +69,11 @@ class Optimizer:
         return out
 
     def init_state(self, p, xp) -> dict:
+        """The per-parameter state slots, created on the first step like ``p``."""
         return {}
 
     def update(self, p, g, state: dict, xp, inplace: bool):
+        """One parameter's update from gradient ``g``; returns the new ``p``."""
         raise NotImplementedError
 
     def state_arrays(self) -> dict[str, Any]:
