@@ -2,9 +2,11 @@
 
 Written to a temporary file in the destination folder, flushed and fsynced, then moved
 into place with ``os.replace``: a crash leaves either the old file or the new one. Read
-with ``allow_pickle=False`` (loading never unpickles) and checked against a SHA-256 of
-the arrays, so a truncated or corrupted file raises ``CheckpointError`` instead of
-giving a wrong model.
+with ``allow_pickle=False`` (loading never unpickles). Two checksums guard the content:
+the zip comment ends with a SHA-256 of every byte before it (so any truncation or flipped
+bit, even in zip headers that no reader checks, raises ``CheckpointError``), and the
+metadata holds a SHA-256 of the arrays themselves. The file stays a plain ``.npz``:
+``numpy.load`` reads it, since readers ignore the zip comment.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from .layers import from_config
 
 FORMAT, VERSION = "xpnet", 1
 _META = "__xpnet__"
+_SEAL = b"xpnet-sha256:"  # the zip comment: this tag and the hex SHA-256 of all bytes before it
+_HEX = 64
 
 
 class CheckpointError(ValueError):
@@ -68,12 +72,12 @@ def save(model, path) -> None:
     path = os.fspath(path)
     if not path.endswith(".npz"):
         raise ValueError(f"save: checkpoint path must end in .npz; got {path!r}")
-    arrays = _payload(model)
+    raw = _encode(_payload(model))
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".xpnet-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            fh.write(raw)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -84,6 +88,25 @@ def save(model, path) -> None:
             pass
         raise
     _fsync_dir(folder)
+
+
+def _encode(arrays: dict[str, np.ndarray]) -> bytes:
+    """The .npz bytes of ``arrays``, sealed with a SHA-256 of the whole file in its comment."""
+    buf = _io.BytesIO()
+    np.savez(buf, **arrays)
+    with zipfile.ZipFile(buf, "a") as zf:
+        zf.comment = _SEAL + b"0" * _HEX  # placeholder: the digest covers the comment's length
+    body = buf.getvalue()[:-_HEX]
+    return body + hashlib.sha256(body).hexdigest().encode()
+
+
+def _unseal(raw: bytes, path: str) -> None:
+    """Raise unless ``raw`` ends with the seal that ``_encode`` wrote and the seal matches."""
+    if len(raw) < len(_SEAL) + _HEX or raw[-_HEX - len(_SEAL):-_HEX] != _SEAL:
+        raise CheckpointError(f"{path!r} is not a complete xpnet checkpoint: its end is missing "
+                              "or damaged (truncated, or not written by xpnet.save)")
+    if hashlib.sha256(raw[:-_HEX]).hexdigest().encode() != raw[-_HEX:]:
+        raise CheckpointError(f"{path!r} is corrupted: its bytes do not match their checksum")
 
 
 def _fsync_dir(folder: str) -> None:
@@ -105,6 +128,7 @@ def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
             raw = fh.read()
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path!r}: {exc}") from None
+    _unseal(raw, path)
     try:
         with np.load(_io.BytesIO(raw), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
@@ -122,7 +146,34 @@ def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
                               f"this xpnet reads version {VERSION}")
     if meta.get("sha256") != _digest(arrays):
         raise CheckpointError(f"{path!r} is corrupted: its arrays do not match their checksum")
+    _check_meta(meta, arrays, path)
     return meta, arrays
+
+
+def _check_meta(meta: dict, arrays: dict, path: str) -> None:
+    """The metadata's shape, before anything is built from it (names what is wrong)."""
+    missing = [k for k in ("layers", "dtype", "optimizer") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path!r}: checkpoint metadata lacks {missing}")
+    layers = meta["layers"]
+    if not isinstance(layers, list) or not layers or not all(
+            isinstance(s, dict) and isinstance(s.get("type"), str)
+            and isinstance(s.get("config"), dict) for s in layers):
+        raise CheckpointError(f"{path!r}: 'layers' must be a non-empty list of "
+                              "{'type': str, 'config': dict}")
+    if meta["dtype"] not in ("float32", "float64"):
+        raise CheckpointError(f"{path!r}: dtype {meta['dtype']!r} is not float32 or float64")
+    opt = meta["optimizer"]
+    if opt is not None and not isinstance(opt, dict):
+        raise CheckpointError(f"{path!r}: 'optimizer' must be null or a dict; got {opt!r}")
+    if opt is None and any(k.startswith("opt/") for k in arrays):
+        raise CheckpointError(f"{path!r} holds optimizer state but names no optimizer")
+    strays = sorted(k for k in arrays if not k.startswith(("param/", "opt/")))
+    if strays:
+        raise CheckpointError(f"{path!r}: unexpected arrays {strays}")
+    for name, a in arrays.items():
+        if a.dtype.kind != "f":
+            raise CheckpointError(f"{path!r}: array {name!r} has dtype {a.dtype}, not float")
 
 
 def load(path, backend=None, device=None, dtype: str | None = None):
@@ -148,13 +199,21 @@ def load(path, backend=None, device=None, dtype: str | None = None):
             for k, v in state.items():
                 if k not in expected or tuple(v.shape) != tuple(expected[k]):
                     raise CheckpointError(f"{path!r}: optimizer state {k!r} does not fit the model")
+            if state and state.keys() != expected.keys():  # all slots or none (before a step)
+                raise CheckpointError(f"{path!r}: optimizer state lacks "
+                                      f"{sorted(expected.keys() - state.keys())}")
+            iterations = spec["iterations"]
+            if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+                raise CheckpointError(f"{path!r}: optimizer iterations {iterations!r} is not an "
+                                      "int >= 0")
             opt.load_state_arrays({k: model.backend.asarray(v) for k, v in state.items()},
-                                  spec["iterations"])
+                                  iterations)
             model.optimizer = opt
     except CheckpointError:
         raise
-    except (ModelError, ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{path!r} has an invalid architecture or parameters: {exc}") from None
+    except (ModelError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{path!r} has an invalid architecture or parameters: {exc}") from None
     return model
 
 
