@@ -9,7 +9,7 @@ Importing xpnet imports NumPy and array-api-compat only; a backend's library is 
 when that backend is first used.
 """
 
-from .backend import Backend, BackendError, available, current, use
+from .backend import Backend, BackendError, OutOfMemoryError, available, current, use
 from .callbacks import Callback, EarlyStopping, History
 from .data import DataError
 from .io import CheckpointError, load
@@ -23,6 +23,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Adam", "Backend", "BackendError", "Callback", "CheckpointError", "DataError", "Dense",
     "DivergenceError", "Dropout", "EarlyStopping", "GELU", "History", "Identity", "Layer",
-    "LeakyReLU", "ModelError", "Optimizer", "ReLU", "SGD", "Sequential", "Sigmoid", "Softmax",
-    "Tanh", "available", "current", "load", "mlp", "use",
+    "LeakyReLU", "ModelError", "Optimizer", "OutOfMemoryError", "ReLU", "SGD", "Sequential",
+    "Sigmoid", "Softmax", "Tanh", "available", "current", "load", "mlp", "use",
 ]

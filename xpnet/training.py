@@ -13,6 +13,7 @@ from typing import Iterable
 
 from . import data, losses
 from . import optim as optimizers
+from .backend import explaining_out_of_memory
 from .callbacks import Callback, History
 
 
@@ -164,8 +165,9 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
 
     if model.optimizer is not opt:
         model.optimizer = opt
-    return _loop(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, batch_size, callbacks,
-                 seed, verbose, shuffle, check_every)
+    with explaining_out_of_memory(model, "fit", batch_size, Xd.shape[0]):
+        return _loop(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, batch_size, callbacks,
+                     seed, verbose, shuffle, check_every)
 
 
 def _loop(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, batch_size, callbacks, seed,
@@ -240,4 +242,5 @@ def evaluate(model, X, y, loss: str = "mse", batch_size: int | None = None) -> d
     batch_size = _check_int("batch_size", batch_size, 1, allow_none=True)
     Xd = model._inputs(X)
     Td = model._targets(y, loss, Xd.shape[0])
-    return _evaluate_device(model, Xd, Td, loss, loss_fn, batch_size)
+    with explaining_out_of_memory(model, "evaluate", batch_size, Xd.shape[0]):
+        return _evaluate_device(model, Xd, Td, loss, loss_fn, batch_size)
