@@ -110,6 +110,7 @@ def test_bad_flags_exit_2_with_one_line_and_no_traceback(args, needle, tmp_path)
     (["train", "--lr", "-0.1"], "--lr"),
     (["train", "--lr", "nan"], "--lr"),
     (["train", "--batch-size", "0"], "--batch-size"),
+    (["train", "--seed", "-1"], "--seed"),
     (["train", "--layers", "64,x"], "--layers"),
     (["train", "--layers", "64,0"], "at least 1"),
     (["train", "--validation-split", "1"], "--validation-split"),
@@ -138,6 +139,19 @@ def test_predict_with_the_wrong_number_of_features(tmp_path, capsys):
                      "--data", str(tmp_path / "wide.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "5 features" in err[0], err
+
+
+def test_plot_without_matplotlib_fails_before_training(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert cli.main(["train", "--plot", "curves.png"]) == 2
+    captured = capsys.readouterr()
+    assert "epoch" not in captured.out
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "xpnet[plot]" in err[0], err
 
 
 def _has_matplotlib() -> bool:

@@ -50,6 +50,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -124,7 +134,7 @@ def _add_train(p) -> None:
     p.add_argument("--optimizer", default="adam", choices=sorted(DEFAULT_LR))
     p.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: 0.01 for adam, 0.1 for sgd)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=_seed, default=0,
                    help="seeds the generated data, the initial weights and the shuffling")
     p.add_argument("--loss", default="auto", choices=LOSSES,
                    help="auto: cross_entropy for integer labels, mse otherwise")
@@ -155,10 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # usage errors (2), --help and --version (0)
         return int(exc.code or 0)
-    from . import io, training
+    import xpnet as xn
 
-    expected = (ValueError, backends.BackendError, io.CheckpointError, ImportError, OSError,
-                training.DivergenceError)
+    expected = (ValueError, xn.BackendError, xn.CheckpointError, xn.DivergenceError,
+                ImportError, OSError)
     try:
         return {"info": cmd_info, "train": cmd_train, "predict": cmd_predict}[args.command](args)
     except expected as exc:
