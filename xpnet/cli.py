@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import time
+import zipfile
 
 import numpy as np
 
@@ -175,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"xpnet {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `xpnet predict ... | head`: the reader left, nothing to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"xpnet {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -411,12 +416,22 @@ def cmd_predict(args) -> int:
 def _features(name: str, n_in: int | None):
     """(X, y or None): a .csv may hold the features only, or the features and y."""
     if name.lower().endswith(".npz") and os.path.isfile(name):
-        with np.load(name, allow_pickle=False) as npz:
-            if "X" not in npz.files:
-                raise ValueError(f"{name!r} holds no array named X (it has {npz.files})")
-            return npz["X"], npz["y"] if "y" in npz.files else None
+        if not zipfile.is_zipfile(name):
+            raise ValueError(f"{name!r} is not an .npz file (not a zip archive)")
+        try:
+            with np.load(name, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files if k in ("X", "y")}
+        except Exception as exc:  # bad zip, pickled objects, truncation: one clear line
+            raise ValueError(f"{name!r} is not a readable .npz file "
+                             f"({type(exc).__name__}: {exc})") from None
+        if "X" not in arrays:
+            raise ValueError(f"{name!r} holds no array named X")
+        return arrays["X"], arrays.get("y")
     if name.lower().endswith(".csv") and os.path.isfile(name):
-        table = np.loadtxt(name, delimiter=",", ndmin=2, skiprows=_header_rows(name))
+        try:
+            table = np.loadtxt(name, delimiter=",", ndmin=2, skiprows=_header_rows(name))
+        except ValueError as exc:
+            raise ValueError(f"{name!r} is not a table of numbers: {exc}") from None
         if n_in is not None and table.shape[1] == n_in:
             return table, None
     return _load_data(name, seed=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import zipfile
 from collections.abc import Callable
 
 import numpy as np
@@ -239,6 +240,8 @@ def load_file(path):
 
 
 def _read_npz(path: str):
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path!r} is not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in ("X", "y") if k not in npz.files]
