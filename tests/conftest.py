@@ -56,10 +56,22 @@ def _restore_backend():
     xn.backend._local.backend = before
 
 
+def _no_gpu_reason() -> str | None:
+    """None when some backend sees a CUDA device (cupy, or torch with device='cuda')."""
+    reasons = []
+    for name, device in (("cupy", None), ("torch", "cuda")):
+        try:
+            xn.backend.get(name, device)
+            return None
+        except BackendError as exc:
+            reasons.append(str(exc))
+    return "no CUDA device: " + "; ".join(reasons)
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if "gpu" in item.keywords:
-            try:
-                xn.backend.get("cupy")
-            except BackendError as exc:
-                item.add_marker(pytest.mark.skip(reason=f"no CUDA device for cupy: {exc}"))
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    reason = _no_gpu_reason() if gpu_items else None
+    if reason is None:
+        return  # tests that need cupy itself also use the gpu_backend fixture, which skips
+    for item in gpu_items:
+        item.add_marker(pytest.mark.skip(reason=reason))

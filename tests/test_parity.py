@@ -143,6 +143,34 @@ def test_float64_training_matches_numpy_tightly(backend64, problem, optimizer):
     np.testing.assert_allclose(losses, ref_losses, rtol=F64_TOL)
 
 
+def _cuda_backends() -> list:
+    out = []
+    for name, device in (("cupy", None), ("torch", "cuda")):
+        try:
+            out.append(backends.get(name, device))
+        except backends.BackendError:
+            continue
+    return out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("problem, optimizer", F32_CASES)
+def test_gpu_float32_training_matches_numpy(problem, optimizer):
+    """The same float32 parity on every CUDA backend present (cupy, torch 'cuda')."""
+    cuda = _cuda_backends()
+    if not cuda:
+        pytest.skip("no CUDA device for cupy or torch")
+    ref_trajectory, ref_losses = _reference("float32", problem, optimizer)
+    for backend in cuda:
+        assert backend.is_gpu
+        trajectory, losses = _train(backend, problem, optimizer)
+        for epoch, (params, ref) in enumerate(zip(trajectory, ref_trajectory, strict=True)):
+            for name in ref:
+                gap = _relative_gap(params[name], ref[name])
+                assert gap <= F32_TOL, f"{backend}: epoch {epoch} {name}: gap {gap:.3g}"
+        np.testing.assert_allclose(losses, ref_losses, rtol=F32_TOL)
+
+
 def test_float32_and_float64_runs_differ_but_agree_roughly():
     """The float32 tolerance is meaningful: float32 really differs from float64 by more than
     F64_TOL, yet far less than a training bug would move it."""
