@@ -444,7 +444,7 @@ def out_of_memory_error(exc: BaseException, backend: Backend, what: str, batch_s
 
 @contextlib.contextmanager
 def explaining_out_of_memory(model, what: str, batch_size, n_samples: int):
-    """Turn an out-of-memory error raised inside the block into an OutOfMemoryError for ``model``."""
+    """Re-raise an out-of-memory error from the block as OutOfMemoryError about ``model``."""
     try:
         yield
     except Exception as exc:

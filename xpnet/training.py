@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from . import data, losses
+from . import data, losses, metrics
 from . import optim as optimizers
 from .backend import explaining_out_of_memory
-from .callbacks import Callback, History
+from .callbacks import Callback, History, TerminateOnNaN
 
 
 class DivergenceError(FloatingPointError):
@@ -123,9 +123,12 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
       model, so a second ``fit`` with the same optimizer continues.
     - ``batch_size``: None for full batch. The last batch of an epoch may be short.
     - ``validation_data`` (Xv, yv) or ``validation_split`` (the last fraction of X, y, as
-      Keras): adds ``val_loss`` (and ``val_accuracy``) to the history.
+      Keras): adds ``val_loss`` and the metrics (``val_accuracy`` for classification,
+      ``val_mse``, ``val_mae``, ``val_r2`` for regression) to the history.
     - ``seed``: shuffling and dropout masks, drawn on the host (same order on every backend).
-    - ``verbose``: 0 silent, 1 and 2 a line per epoch.
+    - ``verbose``: 0 silent, 1 a progress bar per epoch (tqdm), 2 a line per epoch.
+    - ``callbacks``: see ``xpnet.callbacks``. A TerminateOnNaN is added unless one is given
+      (pass ``TerminateOnNaN(raise_error=False)`` to stop cleanly instead of raising).
     - ``check_every``: on GPU and JAX, steps between divergence checks (each a sync).
 
     Every argument and the data are validated before any state changes.
@@ -172,19 +175,51 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
 
 def _loop(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, batch_size, callbacks, seed,
           verbose, shuffle, check_every):
-    backend = model.backend
-    xp = backend.xp
     n = Xd.shape[0]
     rng = data.host_rng(seed)
     bounds = data.batch_bounds(n, batch_size)
     history = History()
-    callbacks = [history, *callbacks]
+    callbacks = _with_defaults(history, callbacks, verbose)
+    # Only callbacks that override on_batch_end are called per batch: no per-step cost else.
+    per_batch = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
     for cb in callbacks:
         cb.set_model(model)
     guard = _Guard(model, check_every)
     model.stop_training = False
     for cb in callbacks:
-        cb.on_train_begin({})
+        cb.on_train_begin({"epochs": epochs, "batches": len(bounds), "samples": n})
+    try:
+        _epochs(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, bounds, callbacks,
+                per_batch, rng, shuffle, guard)
+    except DivergenceError as exc:
+        for cb in callbacks:
+            cb.on_train_end({"error": exc})
+        stoppers = [cb for cb in callbacks if isinstance(cb, TerminateOnNaN)]
+        if not all(cb.on_divergence(exc) for cb in stoppers):
+            raise
+        return history
+    for cb in callbacks:
+        cb.on_train_end({})
+    return history
+
+
+def _with_defaults(history, callbacks, verbose) -> list:
+    """History first, then the user's callbacks, a TerminateOnNaN and a progress display."""
+    out = [history, *callbacks]
+    if not any(isinstance(cb, TerminateOnNaN) for cb in callbacks):
+        out.append(TerminateOnNaN())
+    if verbose:
+        from .progress import ProgressBar
+
+        out.append(ProgressBar(verbose=int(verbose)))
+    return out
+
+
+def _epochs(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, bounds, callbacks, per_batch,
+            rng, shuffle, guard):
+    backend = model.backend
+    xp = backend.xp
+    n = Xd.shape[0]
     step = 0
     for epoch in range(epochs):
         for cb in callbacks:
@@ -204,8 +239,10 @@ def _loop(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, batch_size, callbac
             guard.after_update(step, value, xp, (epoch, b))
             weighted = value * (hi - lo)
             total = weighted if total is None else total + weighted
-            for cb in callbacks[1:]:
-                cb.on_batch_end(b, {"size": hi - lo})
+            if per_batch:
+                batch_logs = {"size": hi - lo, "seen": hi, "loss_sum": total}
+                for cb in per_batch:
+                    cb.on_batch_end(b, batch_logs)
         guard.after_update(step, total, xp, (epoch, len(bounds) - 1), force=True)
         logs = {"loss": float(total) / n}
         if Xv is not None:
@@ -213,31 +250,20 @@ def _loop(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, batch_size, callbac
                 logs[f"val_{key}"] = value
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs)
-        if verbose:
-            print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.6g}" for k, v in logs.items()))
         if model.stop_training:
             break
-    for cb in callbacks:
-        cb.on_train_end({})
-    return history
 
 
 def _evaluate_device(model, X, T, loss, loss_fn, batch_size=None) -> dict:
     xp = model.backend.xp
     Y = model._predict_device(X, batch_size)
     value, _ = loss_fn(xp, Y, T)
-    out = {"loss": float(value)}
-    if loss == "cross_entropy":
-        hits = xp.argmax(Y, axis=1) == xp.argmax(T, axis=1)
-        out["accuracy"] = float(xp.mean(xp.astype(hits, Y.dtype)))
-    elif loss == "binary_cross_entropy":
-        hits = (Y >= 0) == (T >= 0.5)
-        out["accuracy"] = float(xp.mean(xp.astype(hits, Y.dtype)))
-    return out
+    return {"loss": float(value), **metrics.device_metrics(xp, Y, T, loss)}
 
 
 def evaluate(model, X, y, loss: str = "mse", batch_size: int | None = None) -> dict:
-    """``{"loss": float}`` plus ``"accuracy"`` for classification losses."""
+    """``{"loss": ...}`` plus ``"accuracy"`` for classification losses, or ``"mse"``,
+    ``"mae"`` and ``"r2"`` for regression (all floats, computed on the device)."""
     loss_fn = losses.resolve(loss)
     batch_size = _check_int("batch_size", batch_size, 1, allow_none=True)
     Xd = model._inputs(X)
