@@ -25,6 +25,20 @@ class Pass:
     backend: Any
     training: bool = False
     rng: Any = None  # host numpy Generator, for dropout masks
+    kernels: Any = None  # fast.kernels(backend): the hot operations (portable when None)
+    fresh: bool = False  # X is a temporary the model owns: the layer may overwrite it
+
+    def __post_init__(self):
+        if self.kernels is None:
+            self.kernels = _kernels(self.xp, self.backend)
+
+
+def _kernels(xp, backend):
+    from . import fast
+
+    if backend is None:
+        return fast.Portable(xp, inplace=False)
+    return fast.kernels(backend)
 
 
 class Layer:
@@ -104,9 +118,7 @@ class Dense(Layer):
 
     def forward(self, params, X, ctx):
         xp, W = ctx.xp, params["W"]
-        Y = X @ W
-        if self.bias:
-            Y = Y + params["b"]
+        Y = ctx.kernels.linear(X, W, params["b"] if self.bias else None)
 
         def backprop(dY, need_dX=True):
             grads = {"W": X.T @ dY}
@@ -121,11 +133,11 @@ class ReLU(Layer):
     """max(X, 0)."""
 
     def forward(self, params, X, ctx):
-        xp = ctx.xp
-        Y = xp.maximum(X, 0.0)
+        kernels = ctx.kernels
+        Y = kernels.relu(X, overwrite=ctx.fresh)  # in place only on the model's own temporary
 
         def backprop(dY, need_dX=True):
-            return xp.where(Y > 0, dY, 0.0), {}
+            return kernels.relu_grad(dY, Y), {}
 
         return Y, backprop
 

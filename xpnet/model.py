@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from . import backend as backends
-from . import data, losses
+from . import data, fast, losses
 from . import optim as optimizers
 from .layers import RELU_FAMILY, Dense, Dropout, Layer, Pass, activation
 
@@ -161,12 +161,21 @@ class Sequential:
     def forward(self, X, params: dict | None = None, training: bool = False, rng=None):
         """Run every layer; returns ``(Y, backprops)`` (one closure per layer)."""
         params = self._params if params is None else params
-        ctx = Pass(self.backend.xp, self.backend, training, rng)
+        ctx = Pass(self.backend.xp, self.backend, training, rng, self._kernels())
         backprops = []
         for i, layer in enumerate(self.layers):
+            # a Dense output is a temporary nothing else holds: the next layer may overwrite it
+            ctx.fresh = i > 0 and type(self.layers[i - 1]) is Dense
             X, back = layer.forward({k: params[full] for k, full in self._keys[i]}, X, ctx)
             backprops.append(back)
         return X, backprops
+
+    def _kernels(self):
+        """The backend's fast paths, looked up once per backend (``to`` may change it)."""
+        cached = self.__dict__.get("_kernels_cache")
+        if cached is None or cached[0] is not self.backend:
+            cached = self._kernels_cache = (self.backend, fast.kernels(self.backend))
+        return cached[1]
 
     def backward(self, dY, backprops) -> dict:
         """Gradients of every parameter from the loss gradient ``dY`` (input grad not formed)."""
@@ -205,13 +214,17 @@ class Sequential:
 
     def _loss_and_grads_device(self, X, T, loss_fn, training=False, rng=None):
         Y, backprops = self.forward(X, training=training, rng=rng)
-        value, dY = loss_fn(self.backend.xp, Y, T)
+        if loss_fn is losses.cross_entropy:  # the fused softmax-CE gradient of this backend
+            value, dY = self._kernels().cross_entropy(Y, T)
+        else:
+            value, dY = loss_fn(self.backend.xp, Y, T)
         return value, self.backward(dY, backprops)
 
     def train_step(self, X, T, loss_fn, optimizer, rng=None):
         """One forward, backward and update on device arrays; returns the loss (0-d array)."""
         value, grads = self._loss_and_grads_device(X, T, loss_fn, training=True, rng=rng)
-        self._params = optimizer.step(self._params, grads, self.backend.xp, self.backend.inplace)
+        self._params = optimizer.step(self._params, grads, self.backend.xp, self.backend.inplace,
+                                      kernels=self._kernels())
         return value
 
     # ------------------------------------------------------------------ training API

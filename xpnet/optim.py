@@ -56,8 +56,13 @@ class Optimizer:
         scale = xp.minimum(self.clipnorm / (norm + 1e-6), 1.0)
         return {k: g * scale for k, g in grads.items()}
 
-    def step(self, params: dict, grads: dict, xp, inplace: bool) -> dict:
-        """Apply one update; returns the params dict to keep (the same one when in place)."""
+    def step(self, params: dict, grads: dict, xp, inplace: bool, kernels=None) -> dict:
+        """Apply one update; returns the params dict to keep (the same one when in place).
+
+        ``kernels`` (``fast.kernels(backend)``, optional) supplies the backend's fused
+        in-place update; without it the portable array API update runs.
+        """
+        self._kernels = kernels
         grads = self.clip(grads, xp)
         self.iterations += 1
         out = params if inplace else dict(params)
@@ -124,6 +129,9 @@ class SGD(Optimizer):
                 buf = state["momentum"] = m * buf + g
             g = g + m * buf if self.nesterov else buf
         if inplace:
+            kernels = getattr(self, "_kernels", None)
+            if kernels is not None:  # fused p -= lr * g: no full-size temporary
+                return kernels.sgd_(p, g, lr)
             p -= lr * g
             return p
         return p - lr * g

@@ -234,7 +234,8 @@ def _epochs(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, bounds, callbacks
             Xb, Tb = Xe[lo:hi, ...], Te[lo:hi, ...]
             value, grads = model._loss_and_grads_device(Xb, Tb, loss_fn, training=True, rng=rng)
             guard.before_update(step, value, grads, xp, (epoch, b))
-            model._params = opt.step(model._params, grads, xp, backend.inplace)
+            model._params = opt.step(model._params, grads, xp, backend.inplace,
+                                     kernels=model._kernels())
             step += 1
             guard.after_update(step, value, xp, (epoch, b))
             weighted = value * (hi - lo)

@@ -1,0 +1,74 @@
+"""The benchmark scripts still run: each ``--quick`` mode writes valid JSON with its keys.
+
+No time is ever asserted (timings belong to bench/results, not to tests).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _run(script: str, tmp_path: Path, *extra: str) -> dict:
+    cmd = [sys.executable, str(BENCH / script), "--quick", "--out", str(tmp_path), *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=BENCH.parent)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    name = script.replace(".py", "_quick")
+    assert (tmp_path / f"{name}.md").read_text().startswith("#")
+    data = json.loads((tmp_path / f"{name}.json").read_text())
+    assert data["quick"] is True
+    for key in ("date_utc", "numpy", "numpy_blas", "cpu_count", "thread_limits"):
+        assert key in data["machine"], key
+    return data
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def test_train_step_quick(tmp_path):
+    data = _run("train_step.py", tmp_path, "--backends", "numpy,torch")
+    assert data["benchmark"] == "train_step"
+    assert set(data["shapes"]) == {"tiny", "medium", "large-reduced"}
+    for shape in data["shapes"].values():
+        names = {row["variant"] for row in shape["rows"]}
+        expected = {"xpnet-numpy", "gemm-numpy", "numpy-hand"}
+        if HAS_TORCH:
+            expected |= {"xpnet-torch-cpu", "gemm-torch-cpu", "torch-eager-cpu"}
+        assert expected <= names
+        for row in shape["rows"]:
+            assert row["reps"] >= 5 and _is_number(row["median_s"])
+            assert _is_number(row["vs_gemm"]) and _is_number(row["vs_hand"])
+            if HAS_TORCH:
+                assert _is_number(row["vs_torch"])
+
+
+def test_fit_epoch_quick(tmp_path):
+    pytest.importorskip("sklearn")
+    data = _run("fit_epoch.py", tmp_path, "--backends", "numpy,torch")
+    names = {row["variant"] for row in data["epoch"]["rows"]}
+    assert "xpnet-numpy" in names
+    if HAS_TORCH:
+        assert {"xpnet-torch-cpu", "torch-loop-cpu"} <= names
+    summary = data["digits"]["summary"]
+    assert set(summary) == {"xpnet-numpy", "sklearn-MLPClassifier"}
+    for entry in summary.values():
+        assert _is_number(entry["median_s"]) and entry["median_epochs"] >= 1
+
+
+def test_scaling_quick(tmp_path):
+    data = _run("scaling.py", tmp_path, "--backends", "numpy")
+    axes = {row["axis"] for row in data["rows"]}
+    assert axes == {"width", "batch"}
+    assert all(row["variant"] == "xpnet-numpy" for row in data["rows"])
+    assert data["gpu_beats_cpu_from"] == {"width": None, "batch": None}  # numpy only: no GPU
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert data["plot"] and (tmp_path / data["plot"]).stat().st_size > 0

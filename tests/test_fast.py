@@ -1,0 +1,140 @@
+"""Every backend fast path (xpnet.fast) computes what the portable array API path computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnet as xn
+from xpnet import fast, losses
+from xpnet.backend import to_numpy
+
+RTOL, ATOL = 2e-5, 1e-6
+
+
+def _rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _close(a, b):
+    np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=RTOL, atol=ATOL)
+
+
+@pytest.fixture
+def pair(backend):
+    """(fast kernels, portable kernels) of one backend."""
+    return fast.kernels(backend), fast.portable(backend)
+
+
+def test_selection_by_capability(backend, monkeypatch):
+    expected = {"numpy": fast.NumPyKernels, "torch": fast.TorchKernels, "cupy": fast.CuPyKernels}
+    assert type(fast._select(backend)) is expected.get(backend.name, fast.Portable)
+    monkeypatch.setenv("XPNET_FAST", "0")
+    assert type(fast._select(backend)) is fast.Portable
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear(backend, pair, bias):
+    rng = np.random.default_rng(1)
+    X, W, b = (backend.asarray(_rand(rng, *s)) for s in ((7, 5), (5, 3), (3,)))
+    ours, ref = (k.linear(X, W, b if bias else None) for k in pair)
+    _close(ours, ref)
+    _close(ours, to_numpy(X) @ to_numpy(W) + (to_numpy(b) if bias else 0.0))
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_relu_and_its_gradient(backend, pair, overwrite):
+    rng = np.random.default_rng(2)
+    host = _rand(rng, 9, 6)
+    kernels, portable = pair
+    X = backend.asarray(host)
+    Y = kernels.relu(X, overwrite=overwrite)
+    _close(Y, np.maximum(host, 0.0))
+    if not overwrite or not backend.inplace:
+        _close(X, host)  # the caller's array is untouched unless it said it may be overwritten
+    dY = backend.asarray(_rand(rng, 9, 6))
+    _close(kernels.relu_grad(dY, Y), portable.relu_grad(dY, Y))
+    _close(kernels.relu_grad(dY, Y), np.where(host > 0, to_numpy(dY), 0.0))
+
+
+@pytest.mark.parametrize("size", [(3, 4), (300, 700)])  # (300, 700) takes the blockwise path
+def test_sgd_update_in_place(backend, pair, size):
+    if not backend.inplace:
+        pytest.skip(f"{backend.name} arrays are immutable: updates are functional there")
+    rng = np.random.default_rng(3)
+    p0, g = _rand(rng, *size), _rand(rng, *size)
+    kernels, portable = pair
+    p_fast, p_ref = backend.asarray(p0), backend.asarray(p0)
+    out = kernels.sgd_(p_fast, backend.asarray(g), 0.1)
+    portable.sgd_(p_ref, backend.asarray(g), 0.1)
+    assert out is p_fast
+    _close(p_fast, p_ref)
+    _close(p_fast, p0 - np.float32(0.1) * g)
+
+
+@pytest.mark.parametrize("targets", ["onehot", "probabilities"])
+def test_cross_entropy_matches_the_loss_module(backend, pair, targets):
+    rng = np.random.default_rng(4)
+    Z = _rand(rng, 8, 5) * 10.0
+    if targets == "onehot":
+        T = np.eye(5, dtype=np.float32)[rng.integers(0, 5, 8)]
+    else:
+        T = rng.dirichlet(np.ones(5), 8).astype(np.float32)
+    Zd, Td = backend.asarray(Z), backend.asarray(T)
+    ref_loss, ref_grad = losses.cross_entropy(backend.xp, Zd, Td)
+    for kernels in pair:
+        loss, grad = kernels.cross_entropy(Zd, Td)
+        assert float(loss) == pytest.approx(float(ref_loss), rel=1e-5)
+        _close(grad, ref_grad)
+    _close(Zd, Z)  # the logits are not overwritten (evaluate reads them after the loss)
+
+
+def test_training_with_fast_paths_matches_portable(backend):
+    rng = np.random.default_rng(5)
+    X, y = _rand(rng, 32, 6), rng.integers(0, 3, 32)
+    runs = []
+    for use_fast in (True, False):
+        model = xn.mlp([6, 16, 16, 3], seed=0, backend=backend)
+        if not use_fast:
+            model._kernels_cache = (model.backend, fast.portable(model.backend))
+        model.fit(X, y, loss="cross_entropy", optimizer=xn.SGD(lr=0.1, momentum=0.9),
+                  epochs=3, batch_size=8, seed=0)
+        runs.append({k: to_numpy(v) for k, v in model.params.items()})
+    for name in runs[0]:
+        np.testing.assert_allclose(runs[0][name], runs[1][name], rtol=1e-4, atol=1e-5)
+
+
+def test_in_place_relu_never_touches_arrays_the_caller_holds(backend):
+    rng = np.random.default_rng(6)
+    host = _rand(rng, 5, 4)
+    X = backend.asarray(host)
+    first = xn.Sequential(xn.ReLU(), xn.Dense(4, 2), backend=backend)  # ReLU sees the user's X
+    first.predict(X)
+    _close(X, host)
+    after_sigmoid = xn.Sequential(xn.Dense(4, 4), xn.Sigmoid(), xn.ReLU(), xn.Dense(4, 2),
+                                  backend=backend, seed=0)
+    Y, backprops = after_sigmoid.forward(X)
+    ref = xn.Sequential(xn.Dense(4, 4), xn.Sigmoid(), xn.ReLU(), xn.Dense(4, 2),
+                        backend=backend, seed=0)
+    ref._kernels_cache = (ref.backend, fast.portable(ref.backend))
+    _close(Y, ref.forward(X)[0])
+    grads = after_sigmoid.backward(backend.asarray(np.ones((5, 2), np.float32)), backprops)
+    ref_Y, ref_back = ref.forward(X)
+    ref_grads = ref.backward(backend.asarray(np.ones((5, 2), np.float32)), ref_back)
+    for name in grads:
+        _close(grads[name], ref_grads[name])
+
+
+@pytest.mark.gpu
+def test_cupy_kernels_match_portable(gpu_backend):
+    kernels, portable = fast.kernels(gpu_backend), fast.portable(gpu_backend)
+    assert isinstance(kernels, fast.CuPyKernels)
+    rng = np.random.default_rng(7)
+    X, W, b = (gpu_backend.asarray(_rand(rng, *s)) for s in ((64, 32), (32, 16), (16,)))
+    _close(kernels.linear(X, W, b), portable.linear(X, W, b))
+    Y = kernels.relu(X @ W, overwrite=True)
+    dY = gpu_backend.asarray(_rand(rng, 64, 16))
+    _close(kernels.relu_grad(dY, Y), portable.relu_grad(dY, Y))
+    T = gpu_backend.asarray(np.eye(16, dtype=np.float32)[rng.integers(0, 16, 64)])
+    for a, b_ in zip(kernels.cross_entropy(Y, T), portable.cross_entropy(Y, T), strict=True):
+        _close(a, b_)
