@@ -240,13 +240,14 @@ def test_evaluate_returns_loss_and_accuracy(backend):
     assert result["loss"] == pytest.approx(-np.mean(log_p[np.arange(30), y]), rel=1e-5)
 
 
-def test_evaluate_regression_has_loss_only():
+def test_evaluate_regression_has_loss_and_regression_metrics():
     X, y = _blobs(10)
     model = xn.mlp([4, 3, 1], seed=0, backend="numpy")
     result = model.evaluate(X, y.astype(float), loss="mse")
-    assert set(result) == {"loss"}
+    assert set(result) == {"loss", "mse", "mae", "r2"}
     pred = model.predict(X)[:, 0]
     assert result["loss"] == pytest.approx(np.mean((pred - y) ** 2), rel=1e-5)
+    assert result["mse"] == pytest.approx(result["loss"], rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- EarlyStopping

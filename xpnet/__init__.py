@@ -10,7 +10,18 @@ when that backend is first used.
 """
 
 from .backend import Backend, BackendError, OutOfMemoryError, available, current, use
-from .callbacks import Callback, EarlyStopping, History
+from .callbacks import (
+    Callback,
+    CosineDecay,
+    CSVLogger,
+    EarlyStopping,
+    ExponentialDecay,
+    History,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    StepDecay,
+    TerminateOnNaN,
+)
 from .data import DataError
 from .io import CheckpointError, load
 from .layers import GELU, Dense, Dropout, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
@@ -25,4 +36,7 @@ __all__ = [
     "DivergenceError", "Dropout", "EarlyStopping", "GELU", "History", "Identity", "Layer",
     "LeakyReLU", "ModelError", "Optimizer", "OutOfMemoryError", "ReLU", "SGD", "Sequential",
     "Sigmoid", "Softmax", "Tanh", "available", "current", "load", "mlp", "use",
+    # callbacks beyond the contract's
+    "CSVLogger", "CosineDecay", "ExponentialDecay", "LearningRateScheduler", "ModelCheckpoint",
+    "StepDecay", "TerminateOnNaN",
 ]

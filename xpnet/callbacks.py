@@ -3,20 +3,26 @@
 The protocol (every method optional, all no-ops on the base class)::
 
     set_model(model)                     before training, once
-    on_train_begin(logs)                 logs: {}
+    on_train_begin(logs)                 logs: {"epochs": E, "batches": B, "samples": N}
     on_epoch_begin(epoch, logs)
-    on_batch_end(batch, logs)            logs: {"size": n}; the loss is not read here, since
-                                         reading it would synchronise the device every batch
+    on_batch_end(batch, logs)            logs: {"size": n, "seen": samples so far this epoch,
+                                         "loss_sum": 0-d device array}; ``loss_sum`` (the
+                                         sample-weighted loss so far) is left unread, since
+                                         reading it would synchronise the device: read it
+                                         rarely (see progress.ProgressBar)
     on_epoch_end(epoch, logs)            logs: {"loss": ..., "val_loss": ..., metrics ...}
-    on_train_end(logs)
+    on_train_end(logs)                   logs: {} or {"error": exc} when training raised
 
 A callback stops training by setting ``model.stop_training = True``. Epochs are numbered
-from 0.
+from 0. ``fit`` always records a History and, unless one is given, adds a TerminateOnNaN.
 """
 
 from __future__ import annotations
 
+import csv
 import math
+import os
+from collections.abc import Callable
 
 
 class Callback:
@@ -109,5 +115,205 @@ class EarlyStopping(Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs):
+        if "error" in logs:  # the divergence guard has restored weights: keep them
+            return
         if self.restore_best_weights and self.best_params is not None:
             self.model.restore(self.best_params)
+
+
+def _monitored(owner: str, monitor: str | None, logs: dict) -> str:
+    """The logged name to watch: ``monitor``, else "val_loss" when present, else "loss"."""
+    key = monitor or ("val_loss" if "val_loss" in logs else "loss")
+    if key not in logs:
+        raise KeyError(f"{owner}: monitor {key!r} is not logged; have {sorted(logs)}")
+    return key
+
+
+def _higher_is_better(key: str, mode: str) -> bool:
+    if mode == "auto":
+        return any(word in key for word in ("acc", "r2"))
+    return mode == "max"
+
+
+class ModelCheckpoint(Callback):
+    """Save the model to ``path`` at the end of epochs, atomically (``model.save``).
+
+    ``path`` may hold format fields filled from the epoch (from 0) and its logs, as in
+    ``"ckpt-{epoch:03d}-{val_loss:.3f}.npz"``. With ``save_best_only`` a file is written
+    only when ``monitor`` (default "val_loss", else "loss") improves; ``mode`` "auto"
+    maximises accuracy-like names and minimises the rest. Each write goes to a temporary
+    file that is fsynced and then renamed, so a crash never leaves a half-written file.
+    """
+
+    def __init__(self, path, monitor: str | None = None, save_best_only: bool = False,
+                 mode: str = "auto"):
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            raise ValueError(f"ModelCheckpoint: path must end in .npz; got {path!r}")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"ModelCheckpoint: mode must be 'auto', 'min' or 'max'; got {mode!r}")
+        self.path, self.monitor, self.mode = path, monitor, mode
+        self.save_best_only = bool(save_best_only)
+        self.best: float | None = None
+        self.saved: list[str] = []
+
+    def on_train_begin(self, logs):
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs):
+        if self.save_best_only:
+            key = _monitored("ModelCheckpoint", self.monitor, logs)
+            value = logs[key] if _higher_is_better(key, self.mode) else -logs[key]
+            if not math.isfinite(value) or (self.best is not None and value <= self.best):
+                return
+            self.best = value
+        target = self.path.format(epoch=epoch, **logs)
+        self.model.save(target)
+        self.saved.append(target)
+
+
+class TerminateOnNaN(Callback):
+    """Stop training at the first non-finite loss; on by default in every ``fit``.
+
+    ``fit`` checks for divergence itself (every step on CPU backends, every
+    ``check_every`` steps on GPUs and JAX) and leaves the model at its last finite
+    weights. With ``raise_error=True`` (the default) that raises ``DivergenceError``;
+    with ``raise_error=False`` training stops cleanly instead: ``fit`` returns the
+    History so far and this callback records ``stopped_epoch`` and ``error``. A
+    non-finite value in the epoch logs (such as an overflowing ``val_loss``) sets
+    ``model.stop_training``, so training ends after that epoch without an error.
+    """
+
+    def __init__(self, raise_error: bool = True):
+        self.raise_error = bool(raise_error)
+        self.stopped_epoch: int | None = None
+        self.error: BaseException | None = None
+
+    def on_train_begin(self, logs):
+        self.stopped_epoch, self.error = None, None
+
+    def on_divergence(self, error: BaseException) -> bool:
+        """Called by ``fit`` with the DivergenceError; True means: stop without raising."""
+        self.error, self.stopped_epoch = error, getattr(error, "epoch", None)
+        return not self.raise_error
+
+    def on_epoch_end(self, epoch, logs):
+        bad = sorted(k for k, v in logs.items() if not math.isfinite(v))
+        if bad:
+            self.stopped_epoch = epoch
+            self.error = FloatingPointError(f"non-finite {', '.join(bad)} at epoch {epoch}")
+            self.model.stop_training = True
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate at the start of every epoch: ``lr = fn(epoch, lr)``.
+
+    ``fn`` gets the epoch (from 0) and the current rate, and returns the new one (a
+    positive finite number). ``self.history`` lists the rate used in each epoch.
+    """
+
+    def __init__(self, fn: Callable[[int, float], float] | None = None):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"LearningRateScheduler: fn must be callable; got {fn!r}")
+        self.fn = fn
+        self.history: list[float] = []
+
+    def on_train_begin(self, logs):
+        if self.model.optimizer is None:
+            raise ValueError(f"{type(self).__name__}: the model has no optimizer to schedule")
+        self.initial_lr = self.model.optimizer.lr
+
+    def schedule(self, epoch: int, lr: float) -> float:
+        """The rate for ``epoch`` given the current ``lr``; subclasses override this."""
+        return self.fn(epoch, lr)
+
+    def on_epoch_begin(self, epoch, logs):
+        lr = self.schedule(epoch, self.model.optimizer.lr)
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) \
+                or lr <= 0:
+            raise ValueError(f"{type(self).__name__}: learning rate for epoch {epoch} must be "
+                             f"a positive finite number; got {lr!r}")
+        self.model.optimizer.lr = float(lr)
+        self.history.append(float(lr))
+
+
+class StepDecay(LearningRateScheduler):
+    """Multiply the starting rate by ``factor`` every ``every`` epochs."""
+
+    def __init__(self, factor: float = 0.5, every: int = 10):
+        super().__init__()
+        if not 0 < factor <= 1 or isinstance(every, bool) or not isinstance(every, int) \
+                or every < 1:
+            raise ValueError(f"StepDecay: need 0 < factor <= 1 and every >= 1; "
+                             f"got factor={factor!r}, every={every!r}")
+        self.factor, self.every = float(factor), every
+
+    def schedule(self, epoch, lr):
+        return self.initial_lr * self.factor ** (epoch // self.every)
+
+
+class ExponentialDecay(LearningRateScheduler):
+    """``lr = initial_lr * rate ** epoch``."""
+
+    def __init__(self, rate: float = 0.95):
+        super().__init__()
+        if not 0 < rate <= 1:
+            raise ValueError(f"ExponentialDecay: rate must be in (0, 1]; got {rate!r}")
+        self.rate = float(rate)
+
+    def schedule(self, epoch, lr):
+        return self.initial_lr * self.rate ** epoch
+
+
+class CosineDecay(LearningRateScheduler):
+    """Half a cosine from the starting rate down to ``min_lr`` over ``epochs`` epochs.
+
+    After ``epochs`` the rate stays at ``min_lr`` (which must be > 0 if reached).
+    """
+
+    def __init__(self, epochs: int, min_lr: float = 1e-6):
+        super().__init__()
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"CosineDecay: epochs must be an int >= 1; got {epochs!r}")
+        if not min_lr > 0:
+            raise ValueError(f"CosineDecay: min_lr must be > 0; got {min_lr!r}")
+        self.epochs, self.min_lr = epochs, float(min_lr)
+
+    def schedule(self, epoch, lr):
+        progress = min(epoch, self.epochs) / self.epochs
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_lr + (self.initial_lr - self.min_lr) * cosine
+
+
+class CSVLogger(Callback):
+    """Write one CSV row per epoch to ``path``: the epoch (from 0) and every logged value.
+
+    The header is written with the first row; ``append=True`` adds to an existing file
+    without repeating it. Each row is flushed, so the file can be read while training.
+    """
+
+    def __init__(self, path, separator: str = ",", append: bool = False):
+        self.path, self.separator, self.append = os.fspath(path), separator, bool(append)
+        self._file = None
+        self._writer = None
+        self._keys: list[str] | None = None
+
+    def on_train_begin(self, logs):
+        has_rows = self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0
+        self._file = open(self.path, "a" if self.append else "w", newline="")  # noqa: SIM115
+        self._writer = csv.writer(self._file, delimiter=self.separator)
+        self._keys = None
+        self._header_written = has_rows
+
+    def on_epoch_end(self, epoch, logs):
+        if self._keys is None:
+            self._keys = list(logs)
+            if not self._header_written:
+                self._writer.writerow(["epoch", *self._keys])
+        self._writer.writerow([epoch, *(repr(float(logs.get(k, math.nan))) for k in self._keys)])
+        self._file.flush()
+
+    def on_train_end(self, logs):
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,89 @@
+"""Progress display for ``fit``: a tqdm bar per epoch (verbose=1) or a line per epoch (verbose=2).
+
+``fit`` adds a ProgressBar when ``verbose`` is 1 or 2. tqdm is optional (the ``progress``
+extra); without it verbose=1 prints the same plain line per epoch as verbose=2.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import TextIO
+
+from .callbacks import Callback
+
+
+def _fmt(logs: dict) -> str:
+    return " ".join(f"{key}={value:.4g}" for key, value in logs.items())
+
+
+def _tqdm():
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm
+
+
+class ProgressBar(Callback):
+    """Shows training progress; ``verbose`` 1: a bar per epoch, 2: one line per epoch.
+
+    The bar advances every batch (host-side counting, free), but its running-loss postfix
+    reads the device only every ``every`` batches: reading a device scalar waits for all
+    queued work, so reading it every batch would make a GPU (or JAX) run synchronously and
+    slow. On synchronous CPU backends (NumPy, torch CPU, array-api-strict) a read costs
+    nothing extra, so there the postfix is read every batch the bar redraws anyway.
+    """
+
+    def __init__(self, verbose: int = 1, every: int = 20, file: TextIO | None = None):
+        if verbose not in (1, 2):
+            raise ValueError(f"ProgressBar: verbose must be 1 or 2; got {verbose!r}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"ProgressBar: every must be an int >= 1; got {every!r}")
+        self.verbose, self.every, self.file = verbose, every, file
+        self._tqdm = _tqdm() if verbose == 1 else None
+        self._bar = None
+        self.lines: list[str] = []
+
+    def on_train_begin(self, logs):
+        self.epochs = logs.get("epochs")
+        self.batches = logs.get("batches")
+        backend = self.model.backend
+        synchronous = not backend.is_gpu and backend.name != "jax"
+        self._read_every = 1 if synchronous else self.every
+
+    def _out(self) -> TextIO:
+        return self.file if self.file is not None else sys.stdout
+
+    def on_epoch_begin(self, epoch, logs):
+        if self._tqdm is not None:
+            self._bar = self._tqdm(total=self.batches, desc=self._epoch_name(epoch),
+                                   unit="batch", leave=True, file=self.file, dynamic_ncols=True)
+
+    def _epoch_name(self, epoch: int) -> str:
+        return f"epoch {epoch + 1}/{self.epochs}" if self.epochs else f"epoch {epoch + 1}"
+
+    def on_batch_end(self, batch, logs):
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        total, seen = logs.get("loss_sum"), logs.get("seen")
+        if total is not None and seen and (batch + 1) % self._read_every == 0:
+            value = float(total) / seen  # the one device read, at most every `every` batches
+            if math.isfinite(value):
+                self._bar.set_postfix_str(f"loss={value:.4g}", refresh=False)
+
+    def on_epoch_end(self, epoch, logs):
+        line = f"{self._epoch_name(epoch)} {_fmt(logs)}"
+        self.lines.append(line)
+        if self._bar is not None:
+            self._bar.set_postfix_str(_fmt(logs), refresh=False)
+            self._bar.close()
+            self._bar = None
+            return
+        print(line, file=self._out(), flush=True)
+
+    def on_train_end(self, logs):
+        if self._bar is not None:  # training raised mid-epoch: leave the terminal tidy
+            self._bar.close()
+            self._bar = None
