@@ -1,0 +1,227 @@
+"""A kit for users who write layers or port models: gradient checks and backend parity.
+
+``check_grads`` compares a model's hand-written backprop with float64 central finite
+differences; ``assert_parity`` trains the same model from the same seed on several
+backends and compares every parameter with the NumPy run. Both return a report and raise
+AssertionError (naming the worst parameter) when beyond tolerance, so they drop into any
+test suite::
+
+    from xpnet.testing import check_grads, assert_parity
+    check_grads(model, X, y, loss="cross_entropy")
+    assert_parity(lambda: xn.mlp([4, 16, 3], seed=0), X, y, loss="cross_entropy", steps=5)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import backend as _backend
+from . import losses
+from . import optim as optimizers
+
+# float32 runs differ by a few ulps per step (BLAS summation order); 1e-4 relative leaves
+# room for GPUs and TF32-free cuBLAS while a real bug moves parameters by 1e-3 or more.
+PARITY_TOL = {"float32": 1e-4, "float64": 1e-10}
+
+
+# --------------------------------------------------------------------------- gradient check
+
+
+@dataclass
+class GradReport:
+    """Result of ``check_grads``: relative error per parameter and the worst one."""
+
+    errors: dict[str, float]
+    worst: str
+    worst_error: float
+    worst_index: tuple
+    analytic: float
+    numeric: float
+    tolerance: float
+    checked: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.worst_error <= self.tolerance
+
+    def __str__(self) -> str:
+        rows = "\n".join(f"  {name:>12}: {err:.3e} ({self.checked[name]} entries)"
+                         for name, err in self.errors.items())
+        return (f"gradient check ({'passed' if self.passed else 'FAILED'}, tolerance "
+                f"{self.tolerance:g}); worst {self.worst}{list(self.worst_index)}: analytic "
+                f"{self.analytic:.6g} vs numeric {self.numeric:.6g}\n{rows}")
+
+
+def _float64_copy(model):
+    """The same layers and parameters in float64 (on NumPy when the backend has no float64)."""
+    from .model import Sequential
+
+    try:
+        target = _backend.get(model.backend.name, model.backend.device, "float64")
+    except _backend.BackendError:  # JAX without x64 mode: NumPy is the float64 reference
+        target = _backend.get("numpy", dtype="float64")
+    twin = Sequential(*copy.deepcopy(model.layers), seed=model.seed, backend=target)
+    twin.set_params({k: model.backend.to_numpy(v).astype(np.float64)
+                     for k, v in model.params.items()})
+    return twin
+
+
+def _entries(shape, max_entries, rng) -> list[tuple]:
+    every = list(np.ndindex(*shape))
+    if max_entries is None or len(every) <= max_entries:
+        return every
+    picked = rng.choice(len(every), size=max_entries, replace=False)
+    return [every[i] for i in sorted(picked)]
+
+
+def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: float = 1e-5,
+                max_entries: int | None = 64, seed: int = 0, raise_error: bool = True
+                ) -> GradReport:
+    """Check ``model``'s analytic gradients against float64 central finite differences.
+
+    Runs on a float64 copy (the model itself is not touched), in inference mode (Dropout
+    off). Per parameter the error is ``max|analytic - numeric| / max(max|analytic|,
+    max|numeric|, 1e-12)`` over up to ``max_entries`` entries (drawn with ``seed``; None
+    checks all). Raises AssertionError naming the worst parameter, its entry and both
+    values when that error exceeds ``tolerance`` (unless ``raise_error=False``).
+    """
+    loss_fn = losses.resolve(loss)
+    twin = _float64_copy(model)
+    Xd = twin._inputs(X)
+    Td = twin._targets(y, loss, Xd.shape[0])
+    xp, backend = twin.backend.xp, twin.backend
+    _, grads = twin._loss_and_grads_device(Xd, Td, loss_fn)
+    host = {k: backend.to_numpy(v).copy() for k, v in twin.params.items()}
+    rng = np.random.default_rng(seed)
+
+    def objective(name, value):
+        params = dict(twin.params)
+        params[name] = backend.asarray(value)
+        return float(loss_fn(xp, twin.forward(Xd, params)[0], Td)[0])
+
+    errors, checked, worst = {}, {}, (None, -1.0, (), 0.0, 0.0)
+    for name, base in host.items():
+        analytic_all = backend.to_numpy(grads[name])
+        gaps, scale = [], 1e-12
+        for index in _entries(base.shape, max_entries, rng):
+            bumped = base.copy()
+            bumped[index] = base[index] + eps
+            up = objective(name, bumped)
+            bumped[index] = base[index] - eps
+            numeric = (up - objective(name, bumped)) / (2.0 * eps)
+            analytic = float(analytic_all[index])
+            gaps.append((abs(analytic - numeric), index, analytic, numeric))
+            scale = max(scale, abs(analytic), abs(numeric))
+        gap, index, analytic, numeric = max(gaps, key=lambda g: g[0])
+        errors[name], checked[name] = gap / scale, len(gaps)
+        if errors[name] > worst[1]:
+            worst = (name, errors[name], index, analytic, numeric)
+    report = GradReport(errors, worst[0], worst[1], worst[2], worst[3], worst[4], tolerance,
+                        checked)
+    if raise_error and not report.passed:
+        raise AssertionError(f"check_grads: parameter {report.worst!r} has relative error "
+                             f"{report.worst_error:.3e} > tolerance {tolerance:g}\n{report}")
+    return report
+
+
+# --------------------------------------------------------------------------- backend parity
+
+
+@dataclass
+class ParityReport:
+    """Result of ``assert_parity``: per backend, the largest relative gap of each parameter."""
+
+    diffs: dict[str, dict[str, float]]
+    skipped: dict[str, str]
+    tolerance: float
+    dtype: str
+
+    @property
+    def worst(self) -> tuple[str | None, str | None, float]:
+        """(backend, parameter, gap) of the largest gap; (None, None, 0.0) when none ran."""
+        cases = [(b, p, g) for b, per in self.diffs.items() for p, g in per.items()]
+        return max(cases, key=lambda c: c[2]) if cases else (None, None, 0.0)
+
+    @property
+    def passed(self) -> bool:
+        return self.worst[2] <= self.tolerance
+
+    def __str__(self) -> str:
+        lines = [f"parity against numpy ({self.dtype}, tolerance {self.tolerance:g}):"]
+        for name, per in self.diffs.items():
+            lines.append(f"  {name}: " + ", ".join(f"{p}={g:.2e}" for p, g in per.items()))
+        lines += [f"  {name}: skipped ({why})" for name, why in self.skipped.items()]
+        return "\n".join(lines)
+
+
+def _optimizer_factory(optimizer, lr) -> Callable[[], optimizers.Optimizer]:
+    if optimizer is None:
+        optimizer = "sgd"
+    if isinstance(optimizer, optimizers.Optimizer):
+        if optimizer.state:
+            raise ValueError("assert_parity: pass a fresh Optimizer (this one has state)")
+        return lambda: copy.deepcopy(optimizer)
+    if callable(optimizer):
+        return optimizer
+    return lambda: optimizers.resolve(optimizer, 0.01 if lr is None else lr)
+
+
+def _train(build, name, dtype, X, y, loss, make_opt, steps, batch_size, seed) -> dict:
+    with _backend.use(name, dtype=dtype):
+        model = build()
+        if model.backend.name != name or model.backend.dtype_name != dtype:
+            raise ValueError(f"assert_parity: build() made a model on {model.backend!r}, not on "
+                             f"the current backend {name!r} ({dtype}); create it without a "
+                             "backend argument")
+        model.fit(X, y, loss=loss, optimizer=make_opt(), epochs=steps, batch_size=batch_size,
+                  seed=seed)
+        return {k: model.backend.to_numpy(v).astype(np.float64) for k, v in model.params.items()}
+
+
+def _gap(a: np.ndarray, ref: np.ndarray) -> float:
+    """max |a - ref| / (1 + |ref|): relative for large entries, absolute near zero."""
+    return float(np.max(np.abs(a - ref) / (1.0 + np.abs(ref)), initial=0.0))
+
+
+def assert_parity(build: Callable, X, y, backends: Iterable[str] | str = "available", *,
+                  steps: int = 5, loss: str = "mse", optimizer=None, lr: float | None = None,
+                  batch_size: int | None = None, dtype: str = "float32", seed: int = 0,
+                  tolerance: float | None = None, raise_error: bool = True) -> ParityReport:
+    """Train ``build()`` on each backend and compare every parameter with the NumPy run.
+
+    ``build`` takes no argument and returns a model on the current backend (``xn.mlp(...,
+    seed=0)`` does); it is called once per backend inside ``xn.use(name, dtype=dtype)``.
+    ``backends``: "available" or names; NumPy is always the reference; names that cannot
+    run here are skipped with the reason. Training is ``steps`` epochs (full batch by
+    default, so ``steps`` updates) with the optimizer from ``optimizer`` (an Optimizer,
+    copied per backend, a factory, or a name with ``lr``). Raises AssertionError naming the
+    worst backend and parameter when a gap exceeds ``tolerance`` (default 1e-4 in float32,
+    1e-10 in float64).
+    """
+    names = _backend.available() if backends == "available" else list(backends)
+    tolerance = PARITY_TOL[dtype] if tolerance is None else float(tolerance)
+    make_opt = _optimizer_factory(optimizer, lr)
+    reference = _train(build, "numpy", dtype, X, y, loss, make_opt, steps, batch_size, seed)
+    diffs, skipped = {}, {}
+    for name in names:
+        name = _backend.canonical_name(name)
+        if name == "numpy":
+            continue
+        try:
+            _backend.get(name, dtype=dtype)
+        except _backend.BackendError as exc:
+            skipped[name] = str(exc)
+            continue
+        params = _train(build, name, dtype, X, y, loss, make_opt, steps, batch_size, seed)
+        diffs[name] = {k: _gap(params[k], reference[k]) for k in reference}
+    report = ParityReport(diffs, skipped, tolerance, dtype)
+    if raise_error and not report.passed:
+        backend, param, gap = report.worst
+        raise AssertionError(f"assert_parity: parameter {param!r} on {backend} differs from "
+                             f"numpy by {gap:.3e} > tolerance {tolerance:g}\n{report}")
+    return report
+
