@@ -34,6 +34,8 @@ def test_accuracy_accepts_labels_scores_one_hot_and_a_logit_column(backend):
     assert metrics.accuracy(backend.asarray(np.eye(3)[labels]), backend.asarray(scores)) == 0.6
     binary = np.array([[2.0], [-1.0], [0.5], [-3.0]])
     assert metrics.accuracy(np.array([1, 0, 0, 0]), backend.asarray(binary)) == 0.75
+    column = backend.asarray(np.array([[2.0], [0.0], [1.0], [1.0], [0.0]]))  # labels, not logits
+    assert metrics.accuracy(column, backend.asarray(labels)) == 0.6  # 0.4 if read as logits
 
 
 def test_arrays_of_different_libraries_are_compared_on_the_host():

@@ -39,14 +39,15 @@ def _floating(xp, a):
     return a if xp.isdtype(a.dtype, "real floating") else xp.astype(a, xp.float64)
 
 
-def _class_ids(xp, a):
-    """Class indices from labels (1-D), scores/one-hot rows (argmax) or one logit column."""
+def _class_ids(xp, a, logit_column: bool):
+    """Class indices from labels (1-D), scores/one-hot rows (argmax) or one column: a
+    binary logit (positive means class 1) when ``logit_column``, else a column of labels."""
     if a.ndim == 2 and a.shape[1] > 1:
         return xp.argmax(a, axis=1)
     if a.ndim == 2:
         a = a[:, 0]
-        if xp.isdtype(a.dtype, "real floating"):
-            return xp.astype(a >= 0, xp.int64)  # a single column holds a binary logit
+        if logit_column and xp.isdtype(a.dtype, "real floating"):
+            return xp.astype(a >= 0, xp.int64)
     return xp.astype(a, xp.int64)
 
 
@@ -54,10 +55,11 @@ def accuracy(y_true, y_pred) -> float:
     """Fraction of rows whose predicted class equals the true class.
 
     ``y_pred``: class labels (n,), scores or logits (n, k) (argmax taken), or one binary
-    logit column (n, 1) (positive means class 1). ``y_true``: labels (n,) or one-hot (n, k).
+    logit column (n, 1) (positive means class 1). ``y_true``: labels (n,) or (n, 1), or
+    one-hot rows (n, k).
     """
     xp, y_true, y_pred = _pair(y_true, y_pred)
-    hits = _class_ids(xp, y_true) == _class_ids(xp, y_pred)
+    hits = _class_ids(xp, y_true, False) == _class_ids(xp, y_pred, True)
     return _fraction(xp, hits)
 
 
