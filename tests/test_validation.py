@@ -52,6 +52,13 @@ def _assert_same(before: dict, after: dict) -> None:
             assert value is after[key] or value == after[key], f"{key} changed"
 
 
+def _trained_optimizer(sizes, dtype=None):
+    model = xn.mlp(sizes, seed=1, dtype=dtype)
+    X, y = _data()
+    model.fit(X, y, loss="cross_entropy", optimizer=xn.Adam(lr=1e-2), epochs=1, batch_size=4)
+    return model.optimizer
+
+
 X0, y0 = _data()
 nan_X = X0.copy()
 nan_X[2, 1] = np.nan
@@ -115,6 +122,11 @@ CASES = [
     ("predict width", lambda m: m.predict(np.ones((2, 5))), DataError, ["5 features", "expects 3"]),
     ("predict NaN", lambda m: m.predict(nan_X), DataError, ["NaN"]),
     ("predict 1-D", lambda m: m.predict(X0[0]), DataError, ["2-D"]),
+    ("predict batch_size", lambda m: m.predict(X0, batch_size=-1), ValueError, ["batch_size"]),
+    ("optimizer of another model", fit(optimizer=_trained_optimizer([N_IN, 7, N_OUT])),
+     ValueError, ["optimizer", "'0.W'", "(3, 7)", "another model"]),
+    ("optimizer of another dtype", fit(optimizer=_trained_optimizer([N_IN, 5, N_OUT], "float64")),
+     ValueError, ["optimizer", "float32", "new optimizer"]),
     ("evaluate length", lambda m: m.evaluate(X0, y0[:3], loss="cross_entropy"), DataError,
      ["samples"]),
     ("evaluate batch_size", lambda m: m.evaluate(X0, y0, "cross_entropy", batch_size=0),

@@ -194,6 +194,9 @@ class Sequential:
 
     def predict(self, X, batch_size: int | None = None):
         """Model output for ``X`` (inputs are converted) as an array on the model's backend."""
+        if batch_size is not None and (isinstance(batch_size, bool)
+                                       or not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"predict: batch_size must be None or an int >= 1; got {batch_size!r}")
         X = self._inputs(X)
         return self._predict_device(X, batch_size)
 

@@ -84,7 +84,7 @@ class _Guard:
         return [*model._params.values(), *state]
 
     def before_update(self, step, value, grads, xp, where):
-        if not self.per_step or _all_finite(xp, value, grads.values()):
+        if not self.per_step or self.model._kernels().all_finite(value, grads.values()):
             return
         if not _all_finite(xp, 0.0, self._state()):  # an earlier update overflowed the weights
             self._restore_and_raise(where)
@@ -148,6 +148,7 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     opt = optimizers.resolve(optimizer, lr)
     if lr is not None and isinstance(optimizer, optimizers.Optimizer):
         raise ValueError("fit: pass lr either inside the Optimizer or with a name, not both")
+    _check_optimizer_state(model, opt)
 
     Xd = model._inputs(X)
     Td = model._targets(y, loss, Xd.shape[0])
@@ -171,6 +172,24 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     with explaining_out_of_memory(model, "fit", batch_size, Xd.shape[0]):
         return _loop(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, batch_size, callbacks,
                      seed, verbose, shuffle, check_every)
+
+
+def _check_optimizer_state(model, opt) -> None:
+    """Refuse an optimizer whose state belongs to other parameters (another model, backend
+    or dtype): its first step would fail half-way through the update, or mix moments."""
+    shapes, backend = model.param_shapes(), model.backend
+    for key, a in opt.state_arrays().items():
+        name = key.rpartition("/")[0]
+        if tuple(a.shape) != shapes.get(name):
+            raise ValueError(
+                f"fit: the optimizer holds state for {name!r} with shape {tuple(a.shape)}, but "
+                f"this model's {name!r} is {shapes.get(name)}: it was used with another model; "
+                "pass a new optimizer")
+        if a.dtype != backend.dtype or not backend.owns(a):
+            raise ValueError(
+                f"fit: the optimizer's state is not {backend.dtype_name} on the model's backend "
+                f"{backend.name} ({backend.device}); move model and optimizer together with "
+                "model.to(...), or pass a new optimizer")
 
 
 def _loop(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, batch_size, callbacks, seed,
