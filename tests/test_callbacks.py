@@ -224,3 +224,19 @@ def test_csv_logger_writes_a_row_per_epoch(tmp_path):
                                   callbacks=[CSVLogger(path, append=True)])
     with open(path, newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 4  # appended, header not repeated
+
+
+def test_an_error_inside_training_still_closes_the_csv_log(tmp_path):
+    X, y = _regression()
+
+    class Boom(xn.Callback):
+        def on_epoch_end(self, epoch, logs):
+            if epoch == 1:
+                raise RuntimeError("boom")
+
+    logger = CSVLogger(tmp_path / "log.csv")
+    with pytest.raises(RuntimeError, match="boom"):
+        xn.mlp([3, 1], seed=0).fit(X, y, epochs=5, callbacks=[logger, Boom()])
+    assert logger._file is None  # closed by on_train_end({"error": ...})
+    with open(tmp_path / "log.csv", newline="") as fh:
+        assert [r["epoch"] for r in csv.DictReader(fh)] == ["0", "1"]

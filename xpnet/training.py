@@ -76,6 +76,7 @@ class _Guard:
         self.per_step = not backend.is_gpu and backend.name != "jax"
         self.every = every
         self.restore_point = model.snapshot(optimizer=True)
+        self.snapshot_step = 0
         self.last_good = None
 
     def _state(self) -> list:
@@ -97,8 +98,9 @@ class _Guard:
         if not (force or step % self.every == 0):
             return
         if _all_finite(xp, value, self._state()):
-            self.restore_point = self.model.snapshot(optimizer=True)
-            self.last_good = where
+            if step - self.snapshot_step >= self.every:  # a copy per epoch could cost 20%
+                self.restore_point = self.model.snapshot(optimizer=True)
+                self.snapshot_step, self.last_good = step, where
             return
         self._restore_and_raise(where)
 
@@ -210,11 +212,12 @@ def _loop(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, batch_size, callbac
     try:
         _epochs(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, bounds, callbacks,
                 per_batch, rng, shuffle, guard)
-    except DivergenceError as exc:
+    except Exception as exc:  # callbacks close their files and bars before it propagates
         for cb in callbacks:
             cb.on_train_end({"error": exc})
         stoppers = [cb for cb in callbacks if isinstance(cb, TerminateOnNaN)]
-        if not all(cb.on_divergence(exc) for cb in stoppers):
+        if not isinstance(exc, DivergenceError) or not all(cb.on_divergence(exc)
+                                                           for cb in stoppers):
             raise
         return history
     for cb in callbacks:
