@@ -107,14 +107,22 @@ def time_interleaved(variants: list[Variant], reps: int = 7, warmup: int = 3,
 
 
 def ratios(variants: list[Variant], timing: dict[str, dict]) -> dict[str, dict]:
-    """Each variant's median over its group's GEMM bound, PyTorch eager and hand-written step."""
+    """Each variant against its group's GEMM bound, PyTorch eager and hand-written step.
+
+    ``vs_*`` is the median of the per-round ratios (sample i of the variant over sample i of
+    the reference, taken moments apart), which a noisy neighbour disturbs far less than
+    the ratio of two medians; that one is kept as ``vs_*_of_medians``.
+    """
     out = {}
     for v in variants:
         row = {}
         for kind, key in (("gemm", "vs_gemm"), ("peer", "vs_torch"), ("hand", "vs_hand")):
             ref = _reference(variants, v, kind)
-            if ref is not None:
-                row[key] = timing[v.name]["median_s"] / timing[ref.name]["median_s"]
+            if ref is None:
+                continue
+            mine, theirs = timing[v.name]["samples_s"], timing[ref.name]["samples_s"]
+            row[key] = statistics.median(a / b for a, b in zip(mine, theirs, strict=True))
+            row[key + "_of_medians"] = timing[v.name]["median_s"] / timing[ref.name]["median_s"]
         out[v.name] = row
     return out
 

@@ -58,15 +58,20 @@ def group_of(backend) -> str:
     return "cuda" if backend.is_gpu else "cpu"
 
 
-def xpnet_variant(backend, sizes, batch):
-    """xpnet's own step: ``Sequential.train_step`` on device arrays."""
+def xpnet_variant(backend, sizes, batch, portable=False):
+    """xpnet's own step: ``Sequential.train_step`` on device arrays.
+
+    ``portable`` turns the backend's fast paths off (``xpnet.fast.Portable``): the ablation.
+    """
     import xpnet as xn
-    from xpnet import losses
+    from xpnet import fast, losses
 
     X, _, T = host_data(sizes, batch)
     model = xn.mlp(sizes, activation="relu", seed=0, backend=backend)
     model.set_params({f"{2 * i}.{k}": v for i, (W, b) in enumerate(host_weights(sizes))
                       for k, v in (("W", W), ("b", b))})
+    if portable:
+        model._kernels_cache = (model.backend, fast.portable(model.backend))
     Xd, Td = backend.asarray(X), backend.asarray(T)
     opt, loss_fn, holder = xn.SGD(lr=LR), losses.cross_entropy, []
 
@@ -76,7 +81,8 @@ def xpnet_variant(backend, sizes, batch):
             holder[:] = [(value, model._params)]
         return value
 
-    return Variant(f"xpnet-{_label(backend)}", step, _blocker(backend, holder),
+    suffix = "-portable" if portable else ""
+    return Variant(f"xpnet-{_label(backend)}{suffix}", step, _blocker(backend, holder),
                    group_of(backend), "xpnet", {"lib": _label(backend), "model": model})
 
 

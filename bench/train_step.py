@@ -41,6 +41,9 @@ def parse_args(argv=None):
                         help="xpnet backends to include when available (array_api_strict is a "
                              "conformance backend, not a speed one; add it here to time it)")
     parser.add_argument("--tf32", action="store_true", help="TF32 matmuls on GPU (both sides)")
+    parser.add_argument("--ablate", action="store_true",
+                        help="also time each xpnet backend with its fast paths off "
+                             "(xpnet.fast.Portable), to show what they move")
     return parser.parse_args(argv)
 
 
@@ -60,7 +63,7 @@ def xpnet_backends(names: str) -> tuple[list, dict]:
     return wanted, skipped
 
 
-def build_variants(sizes, batch, backends, shape_name) -> list[Variant]:
+def build_variants(sizes, batch, backends, shape_name, ablate=False) -> list[Variant]:
     """Every variant for one shape, grouped by device."""
     import steps
 
@@ -69,6 +72,8 @@ def build_variants(sizes, batch, backends, shape_name) -> list[Variant]:
         if SLOW_BACKENDS.get(be.name) == shape_name:
             continue
         variants.append(steps.xpnet_variant(be, sizes, batch))
+        if ablate:
+            variants.append(steps.xpnet_variant(be, sizes, batch, portable=True))
         variants.append(steps.gemm_variant(be, sizes, batch))
     devices = {be.device.type for be in backends if be.name == "torch"}
     for device in sorted(devices):
@@ -86,8 +91,8 @@ def build_variants(sizes, batch, backends, shape_name) -> list[Variant]:
     return variants
 
 
-def run_shape(name, sizes, batch, backends, reps, quick):
-    variants = build_variants(sizes, batch, backends, name)
+def run_shape(name, sizes, batch, backends, reps, quick, ablate=False):
+    variants = build_variants(sizes, batch, backends, name, ablate)
     timing = common.time_interleaved(variants, reps=reps, warmup=1 if quick else 3,
                                      target_s=0.002 if quick else 0.05)
     rat = common.ratios(variants, timing)
@@ -126,7 +131,7 @@ def main(argv=None) -> int:
     results = {}
     for name, (sizes, batch) in shapes.items():
         print(f"-- {name} {sizes} batch {batch}", flush=True)
-        results[name] = run_shape(name, sizes, batch, backends, reps, args.quick)
+        results[name] = run_shape(name, sizes, batch, backends, reps, args.quick, args.ablate)
         for r in results[name]["rows"]:
             print(f"   {r['variant']:22s} {common.fmt_time(r['median_s']):>10s}  "
                   f"gemm {common.fmt_ratio(r.get('vs_gemm')):>6s}  "
@@ -139,6 +144,7 @@ def main(argv=None) -> int:
     payload = {"benchmark": "train_step", "quick": args.quick, "command": command.strip(),
                "machine": facts, "skipped_backends": skipped, "shapes": results}
     name = "train_step_quick" if args.quick else "train_step" + ("_tf32" if args.tf32 else "")
+    name += "_ablate" if args.ablate else ""
     md = to_markdown(results, facts, command.strip())
     path = common.write_results(name, payload, md, args.out)
     print(md)

@@ -138,3 +138,21 @@ def test_cupy_kernels_match_portable(gpu_backend):
     T = gpu_backend.asarray(np.eye(16, dtype=np.float32)[rng.integers(0, 16, 64)])
     for a, b_ in zip(kernels.cross_entropy(Y, T), portable.cross_entropy(Y, T), strict=True):
         _close(a, b_)
+
+
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+def test_all_finite_matches_portable(backend, pair, bad):
+    rng = np.random.default_rng(8)
+    arrays = [_rand(rng, 6, 5), _rand(rng, 5), _rand(rng, 300, 300),  # 300x300: BLAS path
+              _rand(rng, 4, 7)[:, 1:4]]
+    if bad is not None:
+        arrays[int(rng.integers(0, 4))][..., -1] = bad
+    device = [backend.asarray(a) for a in arrays]
+    value = backend.asarray(np.float32(1.5))
+    expected = bad is None
+    for kernels in pair:
+        assert kernels.all_finite(value, device) is expected
+    huge = [backend.asarray(np.full((4, 4), 3e38, np.float32))]  # its sum overflows: still finite
+    for kernels in pair:
+        assert kernels.all_finite(value, huge) is True
+        assert kernels.all_finite(backend.asarray(np.float32(np.nan)), device[:1]) is False

