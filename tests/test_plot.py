@@ -111,3 +111,17 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", refuse)
     with pytest.raises(ImportError, match=r"xpnet\[plot\]"):
         plot.learning_curves({"loss": [1.0]})
+
+
+def test_decision_boundaries_draws_one_titled_panel_per_model(tmp_path):
+    rng = np.random.default_rng(2)
+    X = rng.uniform(-1, 1, size=(60, 2))
+    y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
+    linear, hidden = xn.mlp([2, 2], seed=0), xn.mlp([2, 8, 2], seed=0)
+    path = tmp_path / "both.png"
+    fig = plot.decision_boundaries([linear, hidden], X, y, titles=["no hidden layer", "8 hidden units"],
+                                   path=path, steps=30)
+    assert [ax.get_title() for ax in fig.axes] == ["no hidden layer", "8 hidden units"]
+    assert _non_trivial(_read_png(path))
+    with pytest.raises(ValueError, match="titles"):
+        plot.decision_boundaries([linear], X, y, titles=["a", "b"])

@@ -146,3 +146,25 @@ def decision_boundary(model, X, y, ax=None, path=None, steps: int = 200) -> Any:
     ax.set_ylabel("x2")
     _save(fig, path)
     return fig
+
+
+def decision_boundaries(models, X, y, titles: Sequence[str] | None = None, path=None,
+                        steps: int = 200) -> Any:
+    """Decision boundaries of several models side by side, one panel each; returns the Figure.
+
+    The seed articles' point in one picture: ``[linear_model, hidden_layer_model]`` on
+    spirals or XOR shows the straight cut a model without a hidden layer is limited to.
+    """
+    models = list(models)
+    if not models:
+        raise ValueError("decision_boundaries: no models given")
+    if titles is not None and len(titles) != len(models):
+        raise ValueError(f"decision_boundaries: {len(titles)} titles for {len(models)} models")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 4.5), squeeze=False)
+    for i, (model, ax) in enumerate(zip(models, axes[0], strict=True)):
+        decision_boundary(model, X, y, ax=ax, steps=steps)
+        if titles is not None:
+            ax.set_title(titles[i])
+    _save(fig, path)
+    return fig
