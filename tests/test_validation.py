@@ -228,3 +228,16 @@ def test_arrays_that_cannot_be_moved_name_both_sides():
     for word in ("torch", "meta", "numpy", "cpu"):
         assert word in str(info.value)
     _assert_same(before, _snapshot(model))
+
+
+def test_torch_tensors_that_require_grad_are_taken_as_plain_data():
+    """Otherwise every in-place update would extend an autograd graph (and warn)."""
+    torch = pytest.importorskip("torch")
+    model = xn.mlp([N_IN, 5, N_OUT], seed=0, backend="torch")
+    linear = torch.nn.Linear(N_IN, 5)
+    model.set_params({**model.params, "0.W": linear.weight.T, "0.b": linear.bias})
+    X = torch.asarray(X0).requires_grad_()
+    model.fit(X, y0, loss="cross_entropy", epochs=2, batch_size=4)
+    assert not any(p.requires_grad for p in model.params.values())
+    assert not model.predict(X).requires_grad
+    assert linear.weight.grad is None

@@ -153,13 +153,15 @@ class _Row:
     sync: Callable[[Any, Any], None] | None = None
     inplace: bool = True
     gpu: bool = False
+    plain: Callable[[Any], Any] | None = None  # drops autograd history (torch)
 
 
 _TABLE: dict[str, _Row] = {
     "numpy": _Row("numpy", "numpy", _numpy_device),
     "cupy": _Row("cupy", "cupy-cuda12 or cupy-cuda13", _cupy_device, _to_numpy_cupy,
                  _sync_cupy, gpu=True),
-    "torch": _Row("torch", "torch", _torch_device, _to_numpy_torch, _sync_torch),
+    "torch": _Row("torch", "torch", _torch_device, _to_numpy_torch, _sync_torch,
+                  plain=lambda x: x.detach()),
     "jax": _Row("jax", "jax", _jax_device, inplace=False),
     "array_api_strict": _Row("array_api_strict", "strict", _strict_device),
 }
@@ -221,6 +223,11 @@ class Backend:
     def to_numpy(self, x) -> np.ndarray:
         """A host NumPy copy of an array of this backend."""
         return self.row.to_numpy(self.lib, x)
+
+    def plain(self, x):
+        """``x`` as plain data: a torch tensor that requires grad would otherwise record
+        every later update of xpnet's in a growing autograd graph."""
+        return x if self.row.plain is None else self.row.plain(x)
 
     def sync(self) -> None:
         """Wait until queued work on the device is done (for honest timing)."""

@@ -69,6 +69,7 @@ def inputs(backend: Backend, X, n_in: int | None, first_layer: str, name: str = 
     X = _same_library_to_device(backend, X)
     if backend.owns(X):
         _check_features(tuple(X.shape), n_in, first_layer, name)
+        X = backend.plain(X)
         xp = backend.xp
         if X.dtype != backend.dtype:
             if not xp.isdtype(X.dtype, ("real floating", "integral", "bool")):
@@ -112,7 +113,7 @@ def parameter(backend: Backend, value, name: str):
     """A parameter value (host or any backend) checked numeric and finite, copied to ``backend``."""
     value = _same_library_to_device(backend, value)
     if backend.owns(value):
-        xp = backend.xp
+        xp, value = backend.xp, backend.plain(value)
         if not xp.isdtype(value.dtype, ("real floating", "integral")):
             raise DataError(f"{name} must be numeric and real; got dtype {value.dtype}")
         value = xp.astype(value, backend.dtype, copy=True)
