@@ -35,6 +35,7 @@ class Portable:
         self.xp, self.inplace = xp, inplace
 
     def linear(self, X, W, b):
+        """``X @ W + b`` (``b`` None: no bias)."""
         Y = X @ W
         if b is None:
             return Y
@@ -44,12 +45,15 @@ class Portable:
         return Y + b
 
     def relu(self, X, overwrite: bool = False):
+        """``max(X, 0)``; with ``overwrite`` a fast path may write the result into ``X``."""
         return self.xp.maximum(X, 0.0)
 
     def relu_grad(self, dY, Y):
+        """The ReLU gradient: ``dY`` where the output ``Y`` is positive, else 0."""
         return self.xp.where(Y > 0, dY, 0.0)
 
     def sgd_(self, p, g, lr: float):
+        """``p -= lr * g`` in place; returns ``p``."""
         p -= lr * g
         return p
 
