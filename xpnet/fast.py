@@ -206,7 +206,8 @@ class CuPyKernels(Portable):
         return p
 
     def _ce_grad(self, E, total, T, inv_n):
-        return self._ce_grad_kernel(E, total, T, E.dtype.type(inv_n), E)
+        # a fresh (batch, classes) output: small, and no input/output aliasing to reason about
+        return self._ce_grad_kernel(E, total, T, E.dtype.type(inv_n))
 
 
 _cache: dict[Any, Portable] = {}
