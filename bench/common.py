@@ -51,8 +51,8 @@ def limit_threads(n: int = 1) -> dict:
     trap 13), and OpenBLAS or XLA threads spinning after one variant slow the next one.
     Must run before jax is imported. Returns what was set, for the results file.
     """
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
-                          f"intra_op_parallelism_threads={n}")
+    if n == 1:  # XLA has no thread-count flag on the CPU, only this switch
+        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
     try:
         import torch
 
