@@ -156,3 +156,15 @@ def test_all_finite_matches_portable(backend, pair, bad):
     for kernels in pair:
         assert kernels.all_finite(value, huge) is True
         assert kernels.all_finite(backend.asarray(np.float32(np.nan)), device[:1]) is False
+
+
+def test_optimizer_keeps_no_kernels_after_a_step(backend):
+    import copy
+
+    rng = np.random.default_rng(9)
+    opt = xn.SGD(lr=0.1, momentum=0.9)
+    model = xn.mlp([4, 8, 2], seed=0, backend=backend)
+    model.fit(_rand(rng, 16, 4), rng.integers(0, 2, 16), loss="cross_entropy", optimizer=opt,
+              epochs=1, batch_size=8)
+    twin = copy.deepcopy(opt)  # sklearn's clone deep-copies optimizers; modules cannot be
+    assert twin.config() == opt.config() and twin.iterations == opt.iterations == 2

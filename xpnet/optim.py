@@ -62,15 +62,19 @@ class Optimizer:
         ``kernels`` (``fast.kernels(backend)``, optional) supplies the backend's fused
         in-place update; without it the portable array API update runs.
         """
-        self._kernels = kernels
         grads = self.clip(grads, xp)
         self.iterations += 1
         out = params if inplace else dict(params)
-        for name, g in grads.items():
-            state = self.state.get(name)
-            if state is None:
-                state = self.state[name] = self.init_state(params[name], xp)
-            out[name] = self.update(params[name], g, state, xp, inplace)
+        # held only during the step: kernels reference modules, which copy.deepcopy refuses
+        self._kernels = kernels
+        try:
+            for name, g in grads.items():
+                state = self.state.get(name)
+                if state is None:
+                    state = self.state[name] = self.init_state(params[name], xp)
+                out[name] = self.update(params[name], g, state, xp, inplace)
+        finally:
+            self._kernels = None
         return out
 
     def init_state(self, p, xp) -> dict:
