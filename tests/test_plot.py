@@ -119,7 +119,8 @@ def test_decision_boundaries_draws_one_titled_panel_per_model(tmp_path):
     y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
     linear, hidden = xn.mlp([2, 2], seed=0), xn.mlp([2, 8, 2], seed=0)
     path = tmp_path / "both.png"
-    fig = plot.decision_boundaries([linear, hidden], X, y, titles=["no hidden layer", "8 hidden units"],
+    fig = plot.decision_boundaries([linear, hidden], X, y,
+                                   titles=["no hidden layer", "8 hidden units"],
                                    path=path, steps=30)
     assert [ax.get_title() for ax in fig.axes] == ["no hidden layer", "8 hidden units"]
     assert _non_trivial(_read_png(path))

@@ -8,7 +8,7 @@ how these draw changes every seeded result, so treat it as part of the contract.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -35,6 +35,11 @@ def normal(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
 def uniform01(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
     """Uniform on [0, 1), as the seed articles draw (``np.random.random``)."""
     return rng.random((fan_in, fan_out))
+
+
+def zeros(n: int) -> np.ndarray:
+    """A zero bias vector (biases start at zero whatever the weight initialiser)."""
+    return np.zeros(n)
 
 
 INITIALIZERS: dict[str, Initializer] = {

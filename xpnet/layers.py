@@ -9,8 +9,9 @@ exactly what the backward pass needs, nothing else. All math goes through ``ctx.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from . import init as initializers
 
@@ -85,7 +86,8 @@ class Dense(Layer):
     activation and Glorot otherwise.
     """
 
-    def __init__(self, n_in: int, n_out: int, init: str | Callable | None = None, bias: bool = True):
+    def __init__(self, n_in: int, n_out: int, init: str | Callable | None = None,
+                 bias: bool = True):
         for label, n in (("n_in", n_in), ("n_out", n_out)):
             if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
                 raise ValueError(f"Dense: {label} must be a positive int; got {n!r}")
@@ -108,9 +110,7 @@ class Dense(Layer):
         W = initializers.resolve(init)(rng, self.n_in, self.n_out)
         params = {"W": W}
         if self.bias:
-            import numpy as np  # host-side init only
-
-            params["b"] = np.zeros(self.n_out)
+            params["b"] = initializers.zeros(self.n_out)
         return params
 
     def out_width(self, width):
@@ -222,7 +222,10 @@ def softmax(xp, X):
 
 
 class Softmax(Layer):
-    """Softmax over features. For training with cross-entropy, leave it out: the loss takes logits."""
+    """Softmax over features.
+
+    For training with cross-entropy, leave it out: the loss takes logits.
+    """
 
     def forward(self, params, X, ctx):
         xp = ctx.xp

@@ -8,7 +8,8 @@ come already encoded (``data.encode_targets``): one-hot rows for cross-entropy.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .layers import sigmoid
 

@@ -6,7 +6,8 @@ Parameters are drawn on the host from ``seed`` (bit-identical on every backend),
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from . import backend as backends
 from . import data, fast, losses
@@ -25,7 +26,8 @@ class Sequential:
     or "float64") choose where the parameters live.
     """
 
-    def __init__(self, *layers: Layer, seed: int | None = 0, backend=None, dtype: str | None = None):
+    def __init__(self, *layers: Layer, seed: int | None = 0, backend=None,
+                 dtype: str | None = None):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
@@ -286,7 +288,7 @@ def mlp(sizes, activation: str = "relu", output_activation: str | None = None,
     if len(sizes) < 2:
         raise ModelError(f"mlp needs at least two sizes (inputs and outputs); got {sizes}")
     layers: list[Layer] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(Dense(n_in, n_out, init=init))
         if i < len(sizes) - 2:
             layers.append(_activation(activation))

@@ -9,7 +9,7 @@ reading a scalar costs nothing (NumPy, torch on the CPU, array-api-strict).
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 from . import data, losses, metrics
 from . import optim as optimizers
@@ -146,7 +146,9 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     callbacks = list(callbacks or ())
     for cb in callbacks:
         if not isinstance(cb, Callback):
-            raise TypeError(f"fit: callbacks must be xpnet Callback objects; got {type(cb).__name__}")
+            raise TypeError(
+                f"fit: callbacks must be xpnet Callback objects; got {type(cb).__name__}"
+            )
     opt = optimizers.resolve(optimizer, lr)
     if lr is not None and isinstance(optimizer, optimizers.Optimizer):
         raise ValueError("fit: pass lr either inside the Optimizer or with a name, not both")
