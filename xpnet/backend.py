@@ -133,6 +133,27 @@ def _sync_torch(lib, device):
         lib.cuda.synchronize(device)
 
 
+def _portable_default(lib, device):
+    return device
+
+
+def _portable_cupy(lib, device):
+    return int(device.id)
+
+
+def _portable_torch(lib, device):
+    return str(device)  # "cpu", "cuda:1"
+
+
+def _portable_jax(lib, device):
+    # "<platform>:<position>", as _jax_device resolves it; positions are per platform
+    return f"{device.platform}:{lib.devices(device.platform).index(device)}"
+
+
+def _portable_strict(lib, device):
+    return getattr(device, "_device", "CPU_DEVICE")
+
+
 def _to_numpy_default(lib, x):
     return np.asarray(x)
 
@@ -155,16 +176,18 @@ class _Row:
     inplace: bool = True
     gpu: bool = False
     plain: Callable[[Any], Any] | None = None  # drops autograd history (torch)
+    portable: Callable[[Any, Any], Any] = _portable_default  # a device as get() accepts it
 
 
 _TABLE: dict[str, _Row] = {
     "numpy": _Row("numpy", "numpy", _numpy_device),
     "cupy": _Row("cupy", "cupy-cuda12 or cupy-cuda13", _cupy_device, _to_numpy_cupy,
-                 _sync_cupy, gpu=True),
+                 _sync_cupy, gpu=True, portable=_portable_cupy),
     "torch": _Row("torch", "torch", _torch_device, _to_numpy_torch, _sync_torch,
-                  plain=lambda x: x.detach()),
-    "jax": _Row("jax", "jax", _jax_device, inplace=False),
-    "array_api_strict": _Row("array_api_strict", "strict", _strict_device),
+                  plain=lambda x: x.detach(), portable=_portable_torch),
+    "jax": _Row("jax", "jax", _jax_device, inplace=False, portable=_portable_jax),
+    "array_api_strict": _Row("array_api_strict", "strict", _strict_device,
+                             portable=_portable_strict),
 }
 _ALIASES = {"strict": "array_api_strict", "array-api-strict": "array_api_strict"}
 
@@ -249,6 +272,12 @@ class Backend:
             return False
         return _same_device(compat.device(x), self.device)
 
+    def __reduce__(self):
+        """Pickle (and deep-copy) as ``get(name, device, dtype)``: the library modules it holds
+        do not pickle, and some devices (JAX's, CuPy's) neither, so the device travels as the
+        string or index ``get`` resolves again."""
+        return get, (self.name, self.row.portable(self.lib, self.device), self.dtype_name)
+
     def __repr__(self) -> str:
         return f"Backend(name={self.name!r}, device={self.device!r}, dtype={self.dtype_name!r})"
 
@@ -312,9 +341,13 @@ def get(name: str = "numpy", device: Any = None, dtype: str | None = None) -> Ba
             "backend 'jax' with dtype='float64' needs 64-bit mode: set JAX_ENABLE_X64=1 "
             "before importing jax, or call jax.config.update('jax_enable_x64', True)"
         )
-    backend = Backend(name, xp, dev, getattr(xp, dtype_name), dtype_name, lib, _TABLE[name])
+    # One Backend per resolved device: get("torch") and get("torch", "cpu") (what an unpickled
+    # model asks for) are the same object, so models compare and share kernels as before.
+    resolved = ("resolved", name, type(dev).__name__, str(dev), dtype_name)
     with _cache_lock:
-        _cache[key] = backend
+        backend = _cache.get(resolved) or Backend(
+            name, xp, dev, getattr(xp, dtype_name), dtype_name, lib, _TABLE[name])
+        _cache[key] = _cache[resolved] = backend
     return backend
 
 

@@ -100,6 +100,13 @@ class Sequential:
         inner = ", ".join(repr(layer) for layer in self.layers)
         return f"Sequential({inner}; backend={self.backend.name}, dtype={self.backend.dtype_name})"
 
+    def __getstate__(self) -> dict:
+        """State for pickle and copy.deepcopy: the kernels cache is left out (kernels hold
+        library modules and thread-locals); ``_kernels()`` looks them up again."""
+        state = dict(self.__dict__)
+        state.pop("_kernels_cache", None)
+        return state
+
     # ------------------------------------------------------------------ parameters
     @property
     def params(self) -> dict:
