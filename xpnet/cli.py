@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 import zipfile
@@ -24,6 +23,7 @@ import numpy as np
 from . import __version__, datasets
 from . import backend as backends
 from .callbacks import Callback
+from .info import format_report, report
 
 # Tuned so that the default ``train`` reaches about 99 % validation accuracy on the
 # spirals in well under a second of training on NumPy.
@@ -190,62 +190,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_info(args) -> int:
     """Print xpnet, Python and NumPy/BLAS versions, then every backend with its devices."""
-    print(f"xpnet {__version__}  Python {platform.python_version()}  "
-          f"{platform.system()} {platform.machine()}")
-    print(f"numpy {np.__version__}  BLAS: {_blas()}")
-    usable, unusable = [], []
-    for name in backends.NAMES:
-        try:
-            backend = backends.get(name)
-        except Exception as exc:  # a broken install is as unusable as a missing one
-            unusable.append((name, " ".join(str(exc).split())))
-            continue
-        usable.append((name, getattr(backend.lib, "__version__", "?"), _devices(name, backend)))
-    print("backends usable here:")
-    for name, version, devices in usable:
-        print(f"  {name:<17} {version:<12} {devices}")
-    if unusable:
-        print("not usable here:")
-        for name, reason in unusable:
-            print(f"  {name:<17} {reason}")
+    print(format_report(report()))
     return 0
-
-
-def _blas() -> str:
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
-    except Exception:  # older NumPy has no dict mode; the BLAS line is a nicety
-        return "unknown"
-
-
-def _gib(n_bytes: int) -> str:
-    return f"{n_bytes / 2**30:.1f}"
-
-
-def _devices(name: str, backend) -> str:
-    lib = backend.lib
-    if name == "torch":
-        found = ["cpu"]
-        if lib.cuda.is_available():
-            for i in range(lib.cuda.device_count()):
-                free, total = lib.cuda.mem_get_info(i)
-                found.append(f"cuda:{i} {lib.cuda.get_device_name(i)} "
-                             f"({_gib(free)} of {_gib(total)} GiB free)")
-            return ", ".join(found)
-        return "cpu (no CUDA device)"
-    if name == "cupy":
-        found = []
-        for i in range(lib.cuda.runtime.getDeviceCount()):
-            props = lib.cuda.runtime.getDeviceProperties(i)
-            with lib.cuda.Device(i):
-                free, total = lib.cuda.runtime.memGetInfo()
-            label = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-            found.append(f"{i}: {label} ({_gib(free)} of {_gib(total)} GiB free)")
-        return ", ".join(found)
-    if name == "jax":
-        return ", ".join(str(d) for d in lib.devices())
-    return str(backend.device)
 
 
 # --------------------------------------------------------------------------- train
