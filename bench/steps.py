@@ -1,6 +1,8 @@
 """The training steps the benchmarks compare, each built as a ``common.Variant``.
 
 - ``xpnet_variant``: ``model.train_step`` of an ``xn.mlp`` on one backend (SGD, softmax CE).
+- ``xpnet_jit_variant``: the same step traced once with ``jax.jit`` (``xpnet.jit``, JAX only),
+  as ``fit`` runs it there; ``xpnet_variant`` on JAX stays the eager step, for comparison.
 - ``torch_eager_variant``: ``nn.Sequential`` + ``CrossEntropyLoss`` + ``optim.SGD``.
 - ``hand_variant``: the same step written by hand in NumPy (or CuPy), in place, no framework.
 - ``gemm_variant``: only the step's matrix products with the library's own matmul: forward
@@ -83,6 +85,30 @@ def xpnet_variant(backend, sizes, batch, portable=False):
 
     suffix = "-portable" if portable else ""
     return Variant(f"xpnet-{_label(backend)}{suffix}", step, _blocker(backend, holder),
+                   group_of(backend), "xpnet", {"lib": _label(backend), "model": model})
+
+
+def xpnet_jit_variant(backend, sizes, batch):
+    """xpnet's traced JAX step (``xpnet.jit``): what ``fit`` runs on JAX, one call per step."""
+    import xpnet as xn
+    from xpnet import jit, losses
+
+    X, _, T = host_data(sizes, batch)
+    model = xn.mlp(sizes, activation="relu", seed=0, backend=backend)
+    model.set_params({f"{2 * i}.{k}": v for i, (W, b) in enumerate(host_weights(sizes))
+                      for k, v in (("W", W), ("b", b))})
+    Xd, Td = backend.asarray(X), backend.asarray(T)
+    opt, holder = xn.SGD(lr=LR), []
+    traced = jit.compiled_step(model, losses.cross_entropy, opt)
+    if traced is None:
+        raise RuntimeError("xpnet.jit does not apply here (XPNET_FAST=0?)")
+
+    def step():
+        value = traced(Xd, Td)
+        holder[:] = [(value, model._params)]
+        return value
+
+    return Variant(f"xpnet-{_label(backend)}-jit", step, _blocker(backend, holder),
                    group_of(backend), "xpnet", {"lib": _label(backend), "model": model})
 
 

@@ -164,7 +164,7 @@ class Adam(Optimizer):
         b1, b2 = self.betas
         t = self.iterations
         step = self.lr / (1.0 - b1**t)
-        root_correction = math.sqrt(1.0 - b2**t)
+        root_correction = (1.0 - b2**t) ** 0.5  # not math.sqrt: t may be traced (xpnet.jit)
         decay = 1.0 - self.lr * self.weight_decay
         m, v = state["m"], state["v"]
         if inplace:

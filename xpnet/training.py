@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from . import data, losses, metrics
+from . import data, jit, losses, metrics
 from . import optim as optimizers
 from .backend import explaining_out_of_memory
 from .callbacks import Callback, History, TerminateOnNaN
@@ -254,12 +254,19 @@ def _epochs(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, bounds, callbacks
         else:
             Xe, Te = Xd, Td
         total = None
+        # JAX: the whole step traced once (xpnet.jit); looked up per epoch, so a callback that
+        # changes the optimizer's config between epochs gets a step built for the new one
+        traced = None if guard.per_step else jit.compiled_step(model, loss_fn, opt)
         for b, (lo, hi) in enumerate(bounds):
             Xb, Tb = Xe[lo:hi, ...], Te[lo:hi, ...]
-            value, grads = model._loss_and_grads_device(Xb, Tb, loss_fn, training=True, rng=rng)
-            guard.before_update(step, value, grads, xp, (epoch, b))
-            model._params = opt.step(model._params, grads, xp, backend.inplace,
-                                     kernels=model._kernels())
+            if traced is not None:  # no per-step guard check on JAX: no gradients needed
+                value = traced(Xb, Tb)
+            else:
+                value, grads = model._loss_and_grads_device(Xb, Tb, loss_fn, training=True,
+                                                            rng=rng)
+                guard.before_update(step, value, grads, xp, (epoch, b))
+                model._params = opt.step(model._params, grads, xp, backend.inplace,
+                                         kernels=model._kernels())
             step += 1
             guard.after_update(step, value, xp, (epoch, b))
             weighted = value * (hi - lo)
