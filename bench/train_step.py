@@ -41,6 +41,9 @@ def parse_args(argv=None):
                         help="xpnet backends to include when available (array_api_strict is a "
                              "conformance backend, not a speed one; add it here to time it)")
     parser.add_argument("--tf32", action="store_true", help="TF32 matmuls on GPU (both sides)")
+    parser.add_argument("--name", default=None,
+                        help="results file name under --out (default: train_step, with "
+                             "_quick, _tf32, _ablate as the flags say)")
     parser.add_argument("--ablate", action="store_true",
                         help="also time each xpnet backend with its fast paths off "
                              "(xpnet.fast.Portable), to show what they move")
@@ -147,6 +150,7 @@ def main(argv=None) -> int:
                "machine": facts, "skipped_backends": skipped, "shapes": results}
     name = "train_step_quick" if args.quick else "train_step" + ("_tf32" if args.tf32 else "")
     name += "_ablate" if args.ablate else ""
+    name = args.name or name
     md = to_markdown(results, facts, command.strip())
     path = common.write_results(name, payload, md, args.out)
     print(md)
