@@ -310,7 +310,8 @@ def _import(name: str):
     except ImportError as exc:
         raise BackendError(
             f"backend {name!r} needs the {row.module!r} package, which is not installed "
-            f"({exc}); install it with: pip install 'xpnet[{row.extra.split(' ')[0]}]'"
+            f"({exc}); install it with: "
+            + " or ".join(f"pip install 'xpnet[{e}]'" for e in row.extra.split(" or "))
         ) from None
     return lib, ns
 
