@@ -381,3 +381,24 @@ def test_unknown_optimizer_lists_the_known_ones():
 def test_bad_constructor_arguments_are_refused(make):
     with pytest.raises(ValueError):
         make()
+
+
+@pytest.mark.parametrize("loss, squash", [("cross_entropy", "softmax"),
+                                          ("binary_cross_entropy", "sigmoid")])
+def test_fit_warns_when_a_logit_loss_follows_a_squashing_layer(loss, squash):
+    model = xn.mlp([2, 4, 2 if squash == "softmax" else 1], output_activation=squash,
+                   backend="numpy")
+    X = np.zeros((4, 2), dtype=np.float32)
+    y = np.array([0, 1, 0, 1])
+    with pytest.warns(UserWarning, match="takes logits"):
+        model.fit(X, y, loss=loss, epochs=1)
+
+
+def test_fit_does_not_warn_for_logits():
+    import warnings
+
+    model = xn.mlp([2, 4, 2], backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(np.zeros((4, 2), dtype=np.float32), np.array([0, 1, 0, 1]),
+                  loss="cross_entropy", epochs=1)

@@ -9,6 +9,7 @@ reading a scalar costs nothing (NumPy, torch on the CPU, array-api-strict).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 
 from . import data, jit, losses, metrics
@@ -153,6 +154,7 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     if lr is not None and isinstance(optimizer, optimizers.Optimizer):
         raise ValueError("fit: pass lr either inside the Optimizer or with a name, not both")
     _check_optimizer_state(model, opt)
+    _warn_if_output_squashed(model, loss)
 
     Xd = model._inputs(X)
     Td = model._targets(y, loss, Xd.shape[0])
@@ -176,6 +178,19 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     with explaining_out_of_memory(model, "fit", batch_size, Xd.shape[0]):
         return _loop(model, Xd, Td, Xv, Tv, loss, loss_fn, opt, epochs, batch_size, callbacks,
                      seed, verbose, shuffle, check_every)
+
+
+def _warn_if_output_squashed(model, loss: str) -> None:
+    """The classification losses take logits: a final Softmax/Sigmoid layer would apply the
+    squashing twice and train slowly, with no error to tell why."""
+    from .layers import Sigmoid, Softmax
+
+    last = model.layers[-1]
+    if loss in losses.CLASSIFICATION and isinstance(last, (Softmax, Sigmoid)):
+        warnings.warn(
+            f"fit: loss {loss!r} takes logits, but the model ends in {type(last).__name__}, "
+            "so it is applied twice; drop the last layer for training (apply it to "
+            "predictions instead)", UserWarning, stacklevel=3)
 
 
 def _check_optimizer_state(model, opt) -> None:
