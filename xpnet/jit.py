@@ -106,8 +106,7 @@ def _pure_step(model, loss_fn, optimizer):
 
 
 def _build(model, loss_fn, optimizer):
-    import jax
-
+    jax = model.backend.lib  # the library comes from the backend table, not an import here
     opt_type, config = type(optimizer), optimizer.config()
     net = _template(model)
 
