@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -162,6 +163,11 @@ def _to_numpy_torch(lib, x):
     return x.detach().cpu().numpy()
 
 
+def _to_numpy_strict(lib, x):
+    # strict refuses NumPy conversion off its CPU device, as a GPU library would
+    return np.asarray(x.to_device(lib.Device("CPU_DEVICE")))
+
+
 @dataclass(frozen=True)
 class _Row:
     module: str
@@ -183,7 +189,7 @@ _TABLE: dict[str, _Row] = {
                   plain=lambda x: x.detach(), portable=_portable_torch),
     "jax": _Row("jax", "jax", _jax_device, inplace=False, portable=_portable_jax),
     "array_api_strict": _Row("array_api_strict", "strict", _strict_device,
-                             portable=_portable_strict),
+                             _to_numpy_strict, portable=_portable_strict),
 }
 _ALIASES = {"strict": "array_api_strict", "array-api-strict": "array_api_strict"}
 
@@ -422,4 +428,6 @@ def to_numpy(x) -> np.ndarray:
         return x.get()
     if module == "torch":
         return x.detach().cpu().numpy()
+    if module == "array_api_strict":
+        return _to_numpy_strict(sys.modules["array_api_strict"], x)
     return np.asarray(x)
