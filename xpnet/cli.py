@@ -16,11 +16,10 @@ import argparse
 import os
 import sys
 import time
-import zipfile
 
 import numpy as np
 
-from . import __version__, datasets
+from . import __version__, cli_data, datasets
 from . import backend as backends
 from .callbacks import Callback
 from .info import format_report, report
@@ -41,44 +40,27 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------- value types
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _number(convert, kind: str, ok, requirement: str):
+    """An argparse type: ``convert`` the text (failing: 'expected <kind>'), then require
+    ``ok(value)`` (failing: '<requirement>, got <text>'); one line either way."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{requirement}, got {text.strip()}")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and np.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
-    return value
+_positive_int = _number(int, "a whole number", lambda v: v >= 1, "must be at least 1")
+_seed = _number(int, "a whole number", lambda v: v >= 0, "must be 0 or more")
+_positive_float = _number(float, "a number", lambda v: v > 0 and np.isfinite(v),
+                          "must be a positive finite number")
+_fraction = _number(float, "a number", lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)")
 
 
 def _layers(text: str) -> list[int]:
@@ -202,17 +184,18 @@ def cmd_train(args) -> int:
     import xpnet as xn
 
     _check_outputs(args.save, args.plot)
-    X, y = _load_data(args.data, args.seed)
-    loss = _infer_loss(y) if args.loss == "auto" else args.loss
-    n_out = _output_width(y, loss)
-    (Xt, yt), val = _split(X, y, args.validation_split, args.seed)
+    X, y = cli_data.load_data(args.data, args.seed)
+    loss = cli_data.infer_loss(y) if args.loss == "auto" else args.loss
+    n_out = cli_data.output_width(y, loss)
+    (Xt, yt), val = cli_data.split(X, y, args.validation_split, args.seed)
     lr = args.lr or DEFAULT_LR[args.optimizer]
     with xn.use(args.backend or backends.current().name, device=args.device):
         model = xn.mlp([X.shape[1], *args.layers, n_out], activation=args.activation,
                        seed=args.seed)
     optimizer = xn.Adam(lr=lr) if args.optimizer == "adam" else xn.SGD(lr=lr)
-    print(f"data {args.data}: {X.shape[0]} samples, {X.shape[1]} features, {_task(y, loss)}; "
-          f"{Xt.shape[0]} to train, {0 if val is None else val[0].shape[0]} to validate")
+    n_val = 0 if val is None else val[0].shape[0]
+    print(f"data {args.data}: {X.shape[0]} samples, {X.shape[1]} features, "
+          f"{cli_data.describe_task(y, loss)}; {Xt.shape[0]} to train, {n_val} to validate")
     sizes = [X.shape[1], *args.layers, n_out]
     n_params = sum(int(np.prod(shape)) for shape in model.param_shapes().values())
     print(f"model mlp {sizes} {args.activation} ({n_params} parameters) on "
@@ -250,47 +233,6 @@ def _check_outputs(save, plot) -> None:
         if importlib.util.find_spec("matplotlib") is None:
             raise ImportError("--plot needs matplotlib, which is not installed; install the "
                               "plot extra: pip install 'xpnet[plot]'")
-
-
-def _load_data(name: str, seed: int):
-    """A bundled set (generated sets take the seed) or a file."""
-    key = name.lower().replace("-", "_")
-    if key in datasets.DATASETS:
-        make = datasets.DATASETS[key]
-        takes_seed = "seed" in make.__code__.co_varnames[:make.__code__.co_argcount]
-        return make(seed=seed) if takes_seed else make()
-    return datasets.load(name)
-
-
-def _infer_loss(y: np.ndarray) -> str:
-    return "cross_entropy" if np.issubdtype(y.dtype, np.integer) else "mse"
-
-
-def _output_width(y: np.ndarray, loss: str) -> int:
-    if loss == "cross_entropy":
-        if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1 or y.min() < 0:
-            raise ValueError("--loss cross_entropy needs integer class labels 0, 1, ... in y")
-        return max(int(y.max()) + 1, 2)
-    return 1 if y.ndim == 1 else y.shape[1]
-
-
-def _task(y: np.ndarray, loss: str) -> str:
-    if loss == "cross_entropy":
-        return f"{int(y.max()) + 1} classes"
-    return "regression" if loss == "mse" else "binary targets"
-
-
-def _split(X, y, fraction: float, seed: int):
-    """Shuffle once (files may be sorted by class), then hold out the last ``fraction``."""
-    order = np.random.default_rng(seed).permutation(X.shape[0])
-    X, y = X[order], y[order]
-    n_val = int(round(X.shape[0] * fraction))
-    if fraction and not 1 <= n_val < X.shape[0]:
-        raise ValueError(f"--validation-split {fraction} of {X.shape[0]} samples leaves no "
-                         "validation or no training data; use 0 to train on everything")
-    if not n_val:
-        return (X, y), None
-    return (X[:-n_val], y[:-n_val]), (X[-n_val:], y[-n_val:])
 
 
 def _format(logs: dict) -> str:
@@ -340,66 +282,20 @@ def cmd_predict(args) -> int:
     target = None if args.backend is None and args.device is None else \
         backends.get(args.backend or backends.current().name, args.device)
     model = xn.load(args.model, backend=target)
-    X, y = _features(args.data, model.n_in)
+    X, y = cli_data.read_features(args.data, model.n_in)
     out = model.backend.to_numpy(model.predict(X))
     as_labels = args.output == "labels" or (args.output == "auto" and out.shape[1] > 1)
     result = out.argmax(axis=1) if as_labels else (out[:, 0] if out.shape[1] == 1 else out)
     report = sys.stdout if args.out else sys.stderr  # keep stdout pure predictions
     if args.out:
-        _write(args.out, result)
+        cli_data.write_predictions(args.out, result)
         print(f"{result.shape[0]} predictions written to {args.out}", file=report)
     else:
         for row in np.atleast_2d(result.T).T:
-            print(",".join(_cell(v) for v in np.atleast_1d(row)))
+            print(",".join(cli_data.format_cell(v) for v in np.atleast_1d(row)))
     if y is not None and as_labels and y.ndim == 1 and np.all(y == np.round(y)):
         print(f"accuracy {float(np.mean(result == y)):.4f} on {y.shape[0]} samples", file=report)
     elif y is not None and not as_labels and y.shape[0] == result.shape[0]:
         mse = float(np.mean((result.reshape(y.shape) - y) ** 2))
         print(f"mse {mse:.6g} on {y.shape[0]} samples", file=report)
     return 0
-
-
-def _features(name: str, n_in: int | None):
-    """(X, y or None): a .csv may hold the features only, or the features and y."""
-    if name.lower().endswith(".npz") and os.path.isfile(name):
-        if not zipfile.is_zipfile(name):
-            raise ValueError(f"{name!r} is not an .npz file (not a zip archive)")
-        try:
-            with np.load(name, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files if k in ("X", "y")}
-        except Exception as exc:  # bad zip, pickled objects, truncation: one clear line
-            raise ValueError(f"{name!r} is not a readable .npz file "
-                             f"({type(exc).__name__}: {exc})") from None
-        if "X" not in arrays:
-            raise ValueError(f"{name!r} holds no array named X")
-        return arrays["X"], arrays.get("y")
-    if name.lower().endswith(".csv") and os.path.isfile(name):
-        try:
-            table = np.loadtxt(name, delimiter=",", ndmin=2, skiprows=_header_rows(name))
-        except ValueError as exc:
-            raise ValueError(f"{name!r} is not a table of numbers: {exc}") from None
-        if n_in is not None and table.shape[1] == n_in:
-            return table, None
-    return _load_data(name, seed=0)
-
-
-def _header_rows(path: str) -> int:
-    with open(path) as fh:
-        first = fh.readline().split(",")
-    try:
-        [float(cell) for cell in first]
-    except ValueError:
-        return 1
-    return 0
-
-
-def _cell(v) -> str:
-    return str(int(v)) if np.issubdtype(np.asarray(v).dtype, np.integer) else f"{float(v):.6g}"
-
-
-def _write(path: str, result: np.ndarray) -> None:
-    if path.endswith(".npy"):
-        np.save(path, result)
-        return
-    fmt = "%d" if np.issubdtype(result.dtype, np.integer) else "%.6g"
-    np.savetxt(path, result, fmt=fmt, delimiter=",")
