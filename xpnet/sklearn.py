@@ -17,7 +17,6 @@ scaled by 1 / batch size.
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import numpy as np
@@ -262,47 +261,10 @@ class _BaseMLP(BaseEstimator):
         model = self.model_
         return model.backend.to_numpy(model.predict(X)).astype(np.float64, copy=False)
 
-    def __getstate__(self):
-        """Pickle-able state: the model as host arrays (backend modules do not pickle)."""
-        state = dict(super().__getstate__())  # may be self.__dict__ itself: never mutate it
-        model = state.pop("model_", None)
-        if model is not None:
-            opt = model.optimizer
-            state["_model_host"] = {
-                "layers": copy.deepcopy(model.layers), "seed": model.seed,
-                "params": {k: model.backend.to_numpy(v) for k, v in model.params.items()},
-                "optimizer": None if opt is None else (
-                    copy.deepcopy(_optim_without_state(opt)),
-                    {k: model.backend.to_numpy(v) for k, v in opt.state_arrays().items()},
-                    opt.iterations),
-            }
-        return state
-
-    def __setstate__(self, state):
-        host = state.pop("_model_host", None)
-        super().__setstate__(state)
-        if host is not None:
-            from .model import Sequential
-
-            model = Sequential(*host["layers"], seed=host["seed"], backend=self._resolve_backend())
-            model.set_params(host["params"])
-            if host["optimizer"] is not None:
-                opt, arrays, iterations = host["optimizer"]
-                opt.load_state_arrays({k: model.backend.asarray(v) for k, v in arrays.items()},
-                                      iterations)
-                model.optimizer = opt
-            self.model_ = model
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
-
-
-def _optim_without_state(opt):
-    clone = copy.copy(opt)
-    clone.state, clone.iterations = {}, 0
-    return clone
 
 
 def _is_number(value) -> bool:
