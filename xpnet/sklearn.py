@@ -13,266 +13,28 @@ constant learning rate, one output per class (also for two classes), and the los
 ``loss_curve_`` is xpnet's (cross entropy; mean squared error, not its half) plus the L2
 term. As in scikit-learn, ``alpha`` is an L2 penalty on the weights (not the biases)
 scaled by 1 / batch size.
+
+The shared parameters and training loop live in ``sklearn_base.BaseMLP``; this module
+holds what differs: how targets are encoded, predicted and scored.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 try:
-    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import train_test_split
-    from sklearn.utils import check_random_state
+    from sklearn.base import ClassifierMixin, RegressorMixin
     from sklearn.utils.multiclass import check_classification_targets, unique_labels
-    from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError(
         "xpnet.sklearn needs scikit-learn >= 1.6, which is not installed; install the "
         "sklearn extra: pip install 'xpnet[sklearn]'"
     ) from exc
 
-from . import backend as _backend
-from . import data as _data
-from . import losses as _losses
-from . import optim as _optim
-from .model import mlp
-
-_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+from .sklearn_base import BaseMLP
 
 
-class _BaseMLP(BaseEstimator):
-    """The shared training loop; subclasses say how targets are encoded and scored."""
-
-    _loss = "mse"
-
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate_init=0.001, max_iter=200,
-                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
-                 momentum=0.9, nesterovs_momentum=True, early_stopping=False,
-                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, backend=None, device=None, dtype=None):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate_init = learning_rate_init
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.backend = backend
-        self.device = device
-        self.dtype = dtype
-
-    # ------------------------------------------------------------------ validation
-    def _check_params(self) -> tuple[int, ...]:
-        name = type(self).__name__
-        sizes = self.hidden_layer_sizes
-        sizes = (sizes,) if isinstance(sizes, (int, np.integer)) else tuple(sizes)
-        if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
-               for s in sizes):
-            raise ValueError(f"{name}: hidden_layer_sizes must be positive ints; got {sizes!r}")
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"{name}: activation must be one of {sorted(_ACTIVATIONS)}; "
-                             f"got {self.activation!r}")
-        if self.solver not in ("sgd", "adam"):
-            raise ValueError(f"{name}: solver must be 'sgd' or 'adam' (xpnet has no 'lbfgs'); "
-                             f"got {self.solver!r}")
-        for field, low in (("alpha", 0.0), ("tol", 0.0)):
-            if not _is_number(getattr(self, field)) or getattr(self, field) < low:
-                raise ValueError(f"{name}: {field} must be a number >= {low}; "
-                                 f"got {getattr(self, field)!r}")
-        for field in ("max_iter", "n_iter_no_change"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name}: {field} must be an int >= 1; got {value!r}")
-        if not (isinstance(self.batch_size, str) and self.batch_size == "auto") and (
-                isinstance(self.batch_size, bool)
-                or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1):
-            raise ValueError(f"{name}: batch_size must be 'auto' or an int >= 1; "
-                             f"got {self.batch_size!r}")
-        if not _is_number(self.validation_fraction) or not 0 < self.validation_fraction < 1:
-            raise ValueError(f"{name}: validation_fraction must be in (0, 1); "
-                             f"got {self.validation_fraction!r}")
-        return tuple(int(s) for s in sizes)
-
-    def _resolve_backend(self) -> _backend.Backend:
-        name = self.backend if self.backend is not None else _backend.current().name
-        if self.dtype is not None:
-            return _backend.get(name, self.device, self.dtype)
-        base = _backend.get(name, self.device)
-        if base.is_gpu:
-            return base  # float32: GPUs are fast in it, and slow in float64
-        try:
-            return _backend.get(name, self.device, "float64")
-        except _backend.BackendError:  # JAX without 64-bit mode
-            return base
-
-    def _optimizer(self) -> _optim.Optimizer:
-        if self.solver == "sgd":
-            momentum = float(self.momentum)
-            return _optim.SGD(lr=self.learning_rate_init, momentum=momentum,
-                              nesterov=bool(self.nesterovs_momentum) and momentum > 0)
-        return _optim.Adam(lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2),
-                           eps=self.epsilon)
-
-    # ------------------------------------------------------------------ fitting
-    def fit(self, X, y):
-        """Train for up to ``max_iter`` epochs (fewer when the loss stops improving)."""
-        return self._fit(X, y, incremental=False)
-
-    def _fit(self, X, y, incremental: bool, classes=None):
-        sizes = self._check_params()
-        first = not (hasattr(self, "model_") and (incremental or self.warm_start))
-        X, y = validate_data(self, X, y, reset=first, dtype=(np.float64, np.float32),
-                             multi_output=self._multi_output_y)
-        T = self._encode_targets(y, first, classes)
-        if first:
-            self._initialize(X.shape[1], T.shape[1], sizes)
-        if incremental:
-            self._epochs(X, T, 1, early_stopping=False)
-        else:
-            self._epochs(X, T, self.max_iter, early_stopping=bool(self.early_stopping), y=y)
-        return self
-
-    def _initialize(self, n_in: int, n_out: int, sizes: tuple[int, ...]) -> None:
-        rng = check_random_state(self.random_state)
-        seed = int(rng.randint(np.iinfo(np.int32).max))
-        self._rng = _data.host_rng(seed)
-        self.model_ = mlp([n_in, *sizes, n_out], activation=_ACTIVATIONS[self.activation],
-                          seed=seed, backend=self._resolve_backend())
-        self.model_.optimizer = self._optimizer()
-        self.n_outputs_ = n_out
-        self.n_layers_ = len(sizes) + 2
-        self.loss_curve_ = []
-        self.validation_scores_ = [] if self.early_stopping else None
-        self._best_loss = np.inf
-        self.best_loss_ = np.inf if not self.early_stopping else None
-        self.best_validation_score_ = -np.inf if self.early_stopping else None
-        self.n_iter_ = 0
-        self.t_ = 0
-
-    def _split(self, X, T, y):
-        """Hold out ``validation_fraction`` (stratified for classifiers), as scikit-learn."""
-        idx, seed = np.arange(X.shape[0]), int(self._rng.integers(2**31 - 1))
-        try:
-            train, val = train_test_split(idx, test_size=self.validation_fraction,
-                                          random_state=seed, stratify=y if self._stratify else None)
-        except ValueError:  # too few samples per class to stratify: split at random
-            train, val = train_test_split(idx, test_size=self.validation_fraction,
-                                          random_state=seed)
-        if len(train) == 0 or len(val) == 0:
-            raise ValueError(f"{type(self).__name__}: validation_fraction="
-                             f"{self.validation_fraction} of {X.shape[0]} samples is too small "
-                             "for early stopping")
-        return X[train], T[train], X[val], y[val]
-
-    def _epochs(self, X, T, epochs: int, early_stopping: bool, y=None) -> None:
-        model = self.model_
-        Xv = yv = None
-        if early_stopping:
-            X, T, Xv, yv = self._split(X, T, y)
-        Xd, Td = model.backend.asarray(X), model.backend.asarray(T)
-        n = X.shape[0]
-        batch = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
-        bounds = _data.batch_bounds(n, batch)
-        no_improvement, best_params = 0, None
-        for _ in range(epochs):
-            loss = self._one_epoch(Xd, Td, n, bounds)
-            self.n_iter_ += 1
-            self.loss_curve_.append(loss)
-            if self.verbose:
-                print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
-            if early_stopping:
-                score = self._score_host(Xv, yv)
-                self.validation_scores_.append(score)
-                if score > self.best_validation_score_:
-                    best_params = model.snapshot()
-                improved = score >= self.best_validation_score_ + self.tol
-                self.best_validation_score_ = max(self.best_validation_score_, score)
-            else:
-                improved = loss <= self._best_loss - self.tol
-                self._best_loss = min(self._best_loss, loss)
-                if self.best_loss_ is not None:
-                    self.best_loss_ = self._best_loss
-            no_improvement = 0 if improved else no_improvement + 1
-            if no_improvement > self.n_iter_no_change:
-                if best_params is not None:
-                    model.restore(best_params)
-                return
-        if epochs > 1:
-            warnings.warn(f"{type(self).__name__}: maximum iterations ({epochs}) reached and "
-                          "the optimization hasn't converged yet.", ConvergenceWarning,
-                          stacklevel=3)
-        if best_params is not None:
-            model.restore(best_params)
-
-    def _one_epoch(self, Xd, Td, n: int, bounds) -> float:
-        model, opt = self.model_, self.model_.optimizer
-        xp, backend = model.backend.xp, model.backend
-        loss_fn = _losses.resolve(self._loss)
-        if self.shuffle and len(bounds) > 1:
-            order = xp.asarray(self._rng.permutation(n), device=backend.device)
-            Xd, Td = xp.take(Xd, order, axis=0), xp.take(Td, order, axis=0)
-        total = None
-        for lo, hi in bounds:
-            value, grads = model._loss_and_grads_device(Xd[lo:hi, ...], Td[lo:hi, ...],
-                                                        loss_fn, training=True, rng=self._rng)
-            if self.alpha:
-                value = value + self._l2(grads, hi - lo, xp)
-            model._params = opt.step(model._params, grads, xp, backend.inplace)
-            self.t_ += hi - lo
-            total = value * (hi - lo) if total is None else total + value * (hi - lo)
-        loss = float(total) / n  # the one device read of the epoch
-        if not np.isfinite(loss):
-            raise ValueError(f"{type(self).__name__}: the training loss became {loss} "
-                             "(lower learning_rate_init)")
-        return loss
-
-    def _l2(self, grads: dict, batch: int, xp):
-        """Add scikit-learn's L2 term to the weight gradients; return its loss share."""
-        scale = float(self.alpha) / batch
-        penalty = None
-        for name, W in self.model_._params.items():
-            if name.endswith(".W"):
-                grads[name] = grads[name] + scale * W
-                term = xp.sum(W * W)
-                penalty = term if penalty is None else penalty + term
-        return 0.5 * scale * penalty
-
-    # ------------------------------------------------------------------ prediction
-    def _forward(self, X) -> np.ndarray:
-        check_is_fitted(self, "model_")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        model = self.model_
-        return model.backend.to_numpy(model.predict(X)).astype(np.float64, copy=False)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags
-
-
-def _is_number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer,
-                                                              np.floating))
-
-
-class MLPClassifier(ClassifierMixin, _BaseMLP):
+class MLPClassifier(ClassifierMixin, BaseMLP):
     """A multilayer perceptron classifier with scikit-learn's API, trained by xpnet.
 
     Parameters are scikit-learn's (see ``sklearn.neural_network.MLPClassifier``) plus
@@ -330,7 +92,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return float(np.mean(self.predict(X) == y))
 
 
-class MLPRegressor(RegressorMixin, _BaseMLP):
+class MLPRegressor(RegressorMixin, BaseMLP):
     """A multilayer perceptron regressor with scikit-learn's API, trained by xpnet.
 
     Mean squared error on a linear output; ``y`` may have several columns. Parameters
