@@ -8,7 +8,6 @@ reading a scalar costs nothing (NumPy, torch on the CPU, array-api-strict).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterable
 
@@ -35,25 +34,6 @@ def _check_int(name, value, low, allow_none=False):
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"fit: {name} must be an int >= {low}; got {value!r}")
     return value
-
-
-def _all_finite(xp, value, arrays) -> bool:
-    """True when the 0-d ``value`` and every array hold only finite numbers.
-
-    One read of a summed total answers for everything. A plain sum is the fast path; as
-    finite values can overflow it, a non-finite sum is checked again on ``a * 0``, which is
-    0 for finite entries and NaN for NaN or Inf (this is only paid when training diverges).
-    """
-    arrays = list(arrays)
-    total = value
-    for a in arrays:
-        total = total + xp.sum(a)
-    if math.isfinite(float(total)):
-        return True
-    total = value * 0.0
-    for a in arrays:
-        total = total + xp.sum(a * 0.0)
-    return math.isfinite(float(total))
 
 
 def _at(where) -> str:
@@ -88,7 +68,7 @@ class _Guard:
     def before_update(self, step, value, grads, xp, where):
         if not self.per_step or self.model._kernels().all_finite(value, grads.values()):
             return
-        if not _all_finite(xp, 0.0, self._state()):  # an earlier update overflowed the weights
+        if not self.model._kernels().all_finite(0.0, self._state()):  # earlier overflow
             self._restore_and_raise(where)
         raise DivergenceError(
             f"non-finite loss or gradient at {_at(where)}; training stopped before that "
@@ -98,7 +78,7 @@ class _Guard:
     def after_update(self, step, value, xp, where, force=False):
         if not (force or step % self.every == 0):
             return
-        if _all_finite(xp, value, self._state()):
+        if self.model._kernels().all_finite(value, self._state()):
             if step - self.snapshot_step >= self.every:  # a copy per epoch could cost 20%
                 self.restore_point = self.model.snapshot(optimizer=True)
                 self.snapshot_step, self.last_good = step, where
