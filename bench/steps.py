@@ -1,7 +1,7 @@
 """The training steps the benchmarks compare, each built as a ``common.Variant``.
 
 - ``xpnet_variant``: ``model.train_step`` of an ``xn.mlp`` on one backend (SGD, softmax CE).
-- ``xpnet_jit_variant``: the same step traced once with ``jax.jit`` (``xpnet.jit``, JAX only),
+- ``xpnet_jit_variant``: the same step traced once with ``jax.jit`` (JAX only),
   as ``fit`` runs it there; ``xpnet_variant`` on JAX stays the eager step, for comparison.
 - ``torch_eager_variant``: ``nn.Sequential`` + ``CrossEntropyLoss`` + ``optim.SGD``.
 - ``hand_variant``: the same step written by hand in NumPy (or CuPy), in place, no framework.
@@ -63,10 +63,11 @@ def group_of(backend) -> str:
 def xpnet_variant(backend, sizes, batch, portable=False):
     """xpnet's own step: ``Sequential.train_step`` on device arrays.
 
-    ``portable`` turns the backend's fast paths off (``xpnet.fast.Portable``): the ablation.
+    ``portable`` turns the backend's fast paths off (the portable kernels): the ablation.
     """
     import xpnet as xn
-    from xpnet import fast, losses
+    from xpnet.backend import kernels as fast
+    from xpnet.nn import losses
 
     X, _, T = host_data(sizes, batch)
     model = xn.mlp(sizes, activation="relu", seed=0, backend=backend)
@@ -89,9 +90,10 @@ def xpnet_variant(backend, sizes, batch, portable=False):
 
 
 def xpnet_jit_variant(backend, sizes, batch):
-    """xpnet's traced JAX step (``xpnet.jit``): what ``fit`` runs on JAX, one call per step."""
+    """xpnet's traced JAX step: what ``fit`` runs on JAX, one call per step."""
     import xpnet as xn
-    from xpnet import jit, losses
+    from xpnet.nn import losses
+    from xpnet.train import traced as jit
 
     X, _, T = host_data(sizes, batch)
     model = xn.mlp(sizes, activation="relu", seed=0, backend=backend)
@@ -101,7 +103,7 @@ def xpnet_jit_variant(backend, sizes, batch):
     opt, holder = xn.SGD(lr=LR), []
     traced = jit.compiled_step(model, losses.cross_entropy, opt)
     if traced is None:
-        raise RuntimeError("xpnet.jit does not apply here (XPNET_FAST=0?)")
+        raise RuntimeError("xpnet.train.traced does not apply here (XPNET_FAST=0?)")
 
     def step():
         value = traced(Xd, Td)

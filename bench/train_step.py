@@ -46,7 +46,7 @@ def parse_args(argv=None):
                              "_quick, _tf32, _ablate as the flags say)")
     parser.add_argument("--ablate", action="store_true",
                         help="also time each xpnet backend with its fast paths off "
-                             "(xpnet.fast.Portable), to show what they move")
+                             "(xpnet.backend.kernels.Portable), to show what they move")
     return parser.parse_args(argv)
 
 

@@ -23,7 +23,7 @@ import argparse
 import numpy as np
 
 import xpnet as xn
-from xpnet import datasets
+from xpnet.data import datasets
 
 
 def single_layer(seed: int, backend: str) -> xn.Sequential:

@@ -17,7 +17,7 @@ import argparse
 import importlib.util
 
 import xpnet as xn
-from xpnet import datasets
+from xpnet.data import datasets
 
 RATES = (0.01, 0.005)
 

@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 import xpnet as xn
-from xpnet import datasets
+from xpnet.data import datasets
 
 
 def main(backend: str = "numpy", m: float = 2.0, b: float = 1.0, epochs: int = 60,

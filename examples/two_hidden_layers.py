@@ -21,7 +21,7 @@ import argparse
 import numpy as np
 
 import xpnet as xn
-from xpnet import datasets
+from xpnet.data import datasets
 
 
 def network(seed: int, backend: str) -> xn.Sequential:

@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 import xpnet as xn
-from xpnet import datasets
+from xpnet.data import datasets
 
 SLOPES = (1.5, -2.0, 0.5, 3.0, -1.0)
 

@@ -51,9 +51,9 @@ def gpu_backend(request) -> xn.Backend:
 @pytest.fixture(autouse=True)
 def _restore_backend():
     """Tests that call xn.use() must not leak their backend into later tests."""
-    before = xn.backend._local.__dict__.get("backend")
+    before = xn.backend.table._local.__dict__.get("backend")
     yield
-    xn.backend._local.backend = before
+    xn.backend.table._local.backend = before
 
 
 def _no_gpu_reason() -> str | None:

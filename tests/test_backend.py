@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet import backend as backends
 from xpnet.backend import NAMES, BackendError
+from xpnet.backend import table as backends
 
 
 def _run_python(code: str, **env) -> subprocess.CompletedProcess:

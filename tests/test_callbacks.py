@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet.callbacks import (
+from xpnet.train.callbacks import (
     CosineDecay,
     CSVLogger,
     ExponentialDecay,

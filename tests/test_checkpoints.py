@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet import io as xio
+from xpnet.io import checkpoint as xio
 
 SIZES = [16, 64, 8]
 

@@ -14,7 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from xpnet import cli, datasets
+from xpnet import cli
+from xpnet.data import datasets
 
 
 def run(*args, cwd=None, timeout=120):

@@ -1,11 +1,12 @@
-"""xpnet.datasets: shapes, dtypes, determinism by seed, the articles' toys, files, bad input."""
+"""Bundled data sets: shapes, dtypes, determinism by seed, the articles' toys, files, bad input."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from xpnet import DataError, datasets
+from xpnet import DataError
+from xpnet.data import datasets
 
 GENERATED = {
     "spirals": datasets.spirals,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet import fast
+from xpnet.backend import kernels as fast
 
 
 def _regression(n=32, seed=0):

@@ -1,4 +1,4 @@
-"""Every backend fast path (xpnet.fast) computes what the portable array API path computes."""
+"""Every backend fast path (xpnet.backend.kernels) computes what the portable path computes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet import fast, losses
+from xpnet.backend import kernels as fast
 from xpnet.backend import to_numpy
+from xpnet.nn import losses
 
 RTOL, ATOL = 2e-5, 1e-6
 

@@ -17,7 +17,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import xpnet as xn  # noqa: E402
-from xpnet.layers import ACTIVATIONS  # noqa: E402
+from xpnet.nn.layers import ACTIVATIONS  # noqa: E402
 
 F = torch.nn.functional
 ACTIVATION_NAMES = sorted(set(ACTIVATIONS) - {"linear"})  # "linear" is "identity"
@@ -51,7 +51,7 @@ def _xpnet_model(widths, acts, backend):
     for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         layers.append(xn.Dense(n_in, n_out))
         if i < len(acts):
-            layers.append(xn.layers.activation(acts[i]))
+            layers.append(xn.nn.layers.activation(acts[i]))
     return xn.Sequential(*layers, seed=0, backend=backend, dtype="float64")
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet import losses
-from xpnet.layers import Pass
+from xpnet.nn import losses
+from xpnet.nn.layers import Pass
 
 STEP = 1e-6
 # Central differences in float64 with h = 1e-6: truncation ~h^2 * f''' (about 1e-12 here) and

@@ -6,7 +6,7 @@ import numpy as np
 
 import xpnet as xn
 from xpnet.backend import NAMES
-from xpnet.info import format_report, report
+from xpnet.backend.info import format_report, report
 
 
 def test_report_lists_every_backend_once_usable_or_with_a_reason():

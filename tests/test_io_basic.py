@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet import backend as backends
-from xpnet import io as xio
+from xpnet.backend import table as backends
+from xpnet.io import checkpoint as xio
 
 
 def _data(n=32, seed=0):

@@ -1,4 +1,4 @@
-"""The traced JAX step (xpnet.jit) trains exactly as the eager JAX step does.
+"""The traced JAX step (xpnet.train.traced) trains exactly as the eager JAX step does.
 
 Each case fits twice from the same seed: once with the traced step and once eagerly
 (``XPNET_FAST=0`` turns the traced step off; JAX's eager kernels are the portable ones
@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet import jit, losses
+from xpnet.nn import losses
+from xpnet.train import traced as jit
 
 jax = pytest.importorskip("jax")
 
@@ -91,7 +92,7 @@ def test_traced_fit_matches_eager_fit(monkeypatch, opt_name, loss, dtype):
 
 def test_a_learning_rate_schedule_takes_effect_in_the_traced_step(monkeypatch):
     def schedule():
-        return xn.callbacks.LearningRateScheduler(lambda epoch, lr: 0.05 / (1 + 3 * epoch))
+        return xn.LearningRateScheduler(lambda epoch, lr: 0.05 / (1 + 3 * epoch))
 
     traced = _fit(monkeypatch, True, "cross_entropy", "adam-wd", "float64", [schedule()])
     eager = _fit(monkeypatch, False, "cross_entropy", "adam-wd", "float64", [schedule()])

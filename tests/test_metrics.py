@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet import metrics
+from xpnet.train import metrics
 
 skm = pytest.importorskip("sklearn.metrics", reason="scikit-learn is not installed")
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet import backend as backends
-from xpnet import init as initializers
-from xpnet.layers import ACTIVATIONS
-from xpnet.losses import LOSSES
-from xpnet.optim import OPTIMIZERS
+from xpnet.backend import table as backends
+from xpnet.nn import init as initializers
+from xpnet.nn.layers import ACTIVATIONS
+from xpnet.nn.losses import LOSSES
+from xpnet.nn.optim import OPTIMIZERS
 
 
 def _host(model) -> dict[str, np.ndarray]:

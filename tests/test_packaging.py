@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import xpnet as xn
-from xpnet import backend as backends
+from xpnet.backend import table as backends
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet import backend as backends
+from xpnet.backend import table as backends
 
 # float32: the backends run the same ops but their BLAS kernels sum in different orders, so
 # each step may differ by a few ulps (~1e-7 relative) and training compounds that a little.

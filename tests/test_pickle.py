@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet import backend as backends
+from xpnet.backend import table as backends
 
 ROUND_TRIPS = {"deepcopy": copy.deepcopy, "pickle": lambda obj: pickle.loads(pickle.dumps(obj))}
 

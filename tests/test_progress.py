@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet import progress
-from xpnet.progress import ProgressBar
+from xpnet.train import progress
+from xpnet.train.progress import ProgressBar
 
 
 def _fit(verbose, epochs=3):

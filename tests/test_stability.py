@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet import losses
-from xpnet.layers import Pass
+from xpnet.nn import losses
+from xpnet.nn.layers import Pass
 
 BIG = 1e4
 
@@ -79,7 +79,7 @@ def test_softmax_of_huge_inputs(backend):
 
 @pytest.mark.parametrize("name", ["tanh", "gelu", "relu", "leaky_relu"])
 def test_other_activations_of_huge_inputs(backend, name):
-    layer = xn.layers.activation(name)
+    layer = xn.nn.layers.activation(name)
     Y, dX = _layer(backend, layer, [[BIG, -BIG]], [[1.0, 1.0]])
     slope = {"tanh": 0.0, "gelu": 0.0, "relu": 0.0, "leaky_relu": 0.01}[name]
     low = {"tanh": -1.0, "gelu": 0.0, "relu": 0.0, "leaky_relu": -BIG * 0.01}[name]

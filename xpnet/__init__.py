@@ -10,7 +10,23 @@ when that backend is first used.
 """
 
 from .backend import Backend, BackendError, OutOfMemoryError, available, current, use
-from .callbacks import (
+from .data import DataError
+from .io.checkpoint import CheckpointError, load
+from .model import ModelError, Sequential, mlp
+from .nn.layers import (
+    GELU,
+    Dense,
+    Dropout,
+    Identity,
+    Layer,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from .nn.optim import SGD, Adam, Optimizer
+from .train.callbacks import (
     Callback,
     CosineDecay,
     CSVLogger,
@@ -22,14 +38,8 @@ from .callbacks import (
     StepDecay,
     TerminateOnNaN,
 )
-from .data import DataError
-from .io import CheckpointError, load
-from .layers import GELU, Dense, Dropout, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
-from .model import ModelError, Sequential, mlp
-from .optim import SGD, Adam, Optimizer
-from .training import DivergenceError
-
-__version__ = "0.1.0"
+from .train.loop import DivergenceError
+from .version import __version__ as __version__
 
 __all__ = [
     "Adam", "Backend", "BackendError", "Callback", "CheckpointError", "DataError", "Dense",

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from . import backend as backends
-from . import data, fast, losses
-from . import optim as optimizers
-from .layers import RELU_FAMILY, Dense, Dropout, Layer, Pass, activation
+from .backend import table as backends
+from . import data
+from .backend import kernels as fast
+from .nn import losses
+from .nn import optim as optimizers
+from .nn.layers import RELU_FAMILY, Dense, Dropout, Layer, Pass, activation
 
 
 class ModelError(ValueError):
@@ -248,7 +250,7 @@ class Sequential:
 
         See ``xpnet.training.fit`` for every argument.
         """
-        from .training import fit
+        from .train.loop import fit
 
         return fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
                    batch_size=batch_size, validation_data=validation_data, callbacks=callbacks,
@@ -256,13 +258,13 @@ class Sequential:
 
     def evaluate(self, X, y, loss: str = "mse", batch_size: int | None = None) -> dict:
         """``{"loss": ..., "accuracy": ...}`` (accuracy for classification losses only)."""
-        from .training import evaluate
+        from .train.loop import evaluate
 
         return evaluate(self, X, y, loss=loss, batch_size=batch_size)
 
     def save(self, path) -> None:
         """Write architecture, parameters and optimizer state to ``path`` (.npz), atomically."""
-        from .io import save
+        from .io.checkpoint import save
 
         save(self, path)
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import backend as _backend
-from . import losses
-from . import optim as optimizers
+from .nn import losses
+from .nn import optim as optimizers
 
 # float32 runs differ by a few ulps per step (BLAS summation order); 1e-4 relative leaves
 # room for GPUs and TF32-free cuBLAS while a real bug moves parameters by 1e-3 or more.

@@ -35,7 +35,7 @@ class Pass:
 
 
 def _kernels(xp, backend):
-    from . import fast
+    from ..backend import kernels as fast
 
     if backend is None:
         return fast.Portable(xp, inplace=False)

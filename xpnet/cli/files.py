@@ -11,7 +11,7 @@ import zipfile
 
 import numpy as np
 
-from . import datasets
+from ..data import datasets
 
 # --------------------------------------------------------------------------- train
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import Backend, to_numpy
+from ..backend import Backend, to_numpy
 
 
 class DataError(ValueError):

@@ -11,9 +11,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 
-from . import data, jit, losses, metrics
-from . import optim as optimizers
-from .backend import explaining_out_of_memory
+from .. import data
+from ..backend import explaining_out_of_memory
+from ..nn import losses
+from ..nn import optim as optimizers
+from . import metrics
+from . import traced as jit
 from .callbacks import Callback, History, TerminateOnNaN
 
 
@@ -163,7 +166,7 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
 def _warn_if_output_squashed(model, loss: str) -> None:
     """The classification losses take logits: a final Softmax/Sigmoid layer would apply the
     squashing twice and train slowly, with no error to tell why."""
-    from .layers import Sigmoid, Softmax
+    from ..nn.layers import Sigmoid, Softmax
 
     last = model.layers[-1]
     if loss in losses.CLASSIFICATION and isinstance(last, (Softmax, Sigmoid)):

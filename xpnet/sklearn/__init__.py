@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
         "sklearn extra: pip install 'xpnet[sklearn]'"
     ) from exc
 
-from .sklearn_base import BaseMLP
+from .base import BaseMLP
 
 
 class MLPClassifier(ClassifierMixin, BaseMLP):

@@ -14,7 +14,7 @@ import math
 import array_api_compat
 import numpy as np
 
-from .losses import CLASSIFICATION
+from ..nn.losses import CLASSIFICATION
 
 REGRESSION_METRICS = ("mse", "mae", "r2")
 
@@ -24,7 +24,7 @@ def _pair(y_true, y_pred):
     try:
         xp = array_api_compat.array_namespace(y_true, y_pred)
     except TypeError:
-        from .backend import to_numpy
+        from ..backend import to_numpy
 
         y_true, y_pred = (np.asarray(to_numpy(a) if not isinstance(a, (list, tuple)) else a)
                           for a in (y_true, y_pred))

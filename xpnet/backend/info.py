@@ -10,8 +10,8 @@ import platform
 
 import numpy as np
 
-from . import __version__
-from . import backend as backends
+from ..version import __version__
+from . import table as backends
 
 __all__ = ["report", "format_report"]
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .data import DataError, host_rng
+from .validate import DataError, host_rng
 
 __all__ = [
     "DATASETS", "circles", "digits", "hidden_layer_toy", "linear", "load", "load_file",

@@ -18,11 +18,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import backend as _backend
-from . import data as _data
-from . import losses as _losses
-from . import optim as _optim
-from .model import mlp
+from .. import backend as _backend
+from .. import data as _data
+from ..model import mlp
+from ..nn import losses as _losses
+from ..nn import optim as _optim
 
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 

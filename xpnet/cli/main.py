@@ -19,10 +19,12 @@ import time
 
 import numpy as np
 
-from . import __version__, cli_data, datasets
-from . import backend as backends
-from .callbacks import Callback
-from .info import format_report, report
+from .. import backend as backends
+from ..backend.info import format_report, report
+from ..data import datasets
+from ..train.callbacks import Callback
+from ..version import __version__
+from . import files as cli_data
 
 # Tuned so that the default ``train`` reaches about 99 % validation accuracy on the
 # spirals in well under a second of training on NumPy.
@@ -261,7 +263,7 @@ class _EpochPrinter(Callback):
 
 
 def _plot(history, path: str) -> None:
-    from .plot import learning_curves
+    from ..plot import learning_curves
 
     record = history.history
     runs = [record["loss"]] + ([record["val_loss"]] if "val_loss" in record else [])

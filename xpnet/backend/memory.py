@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .backend import Backend
+    from .table import Backend
 
 __all__ = ["OutOfMemoryError", "explaining_out_of_memory", "is_out_of_memory",
            "out_of_memory_error"]

@@ -27,9 +27,9 @@ import copy
 import os
 import threading
 
-from . import layers as layer_types
-from . import losses
-from . import optim as optimizers
+from ..nn import layers as layer_types
+from ..nn import losses
+from ..nn import optim as optimizers
 
 _PURE_OPTIMIZERS = (optimizers.SGD, optimizers.Adam)
 _PURE_LAYERS = tuple(layer_types.LAYERS.values())

@@ -20,9 +20,9 @@ import zipfile
 
 import numpy as np
 
-from . import backend as backends
-from . import optim as optimizers
-from .layers import from_config
+from .. import backend as backends
+from ..nn import optim as optimizers
+from ..nn.layers import from_config
 
 FORMAT, VERSION = "xpnet", 1
 _META = "__xpnet__"
@@ -178,7 +178,7 @@ def _check_meta(meta: dict, arrays: dict, path: str) -> None:
 
 def load(path, backend=None, device=None, dtype: str | None = None):
     """Read a checkpoint onto ``backend`` (default: the current one) with its saved dtype."""
-    from .model import ModelError, Sequential
+    from ..model import ModelError, Sequential
 
     path = os.fspath(path)
     meta, arrays = _read(path)

@@ -1,0 +1,23 @@
+"""Ground floor: the backend table and what is chosen by its columns.
+
+``table`` holds one row per array library (the only place where libraries differ by name),
+``kernels`` the optional fast paths a row selects, ``memory`` the out-of-memory message and
+``info`` the report of what is usable here. Nothing here imports from the floors above.
+"""
+
+from .memory import OutOfMemoryError, explaining_out_of_memory, is_out_of_memory
+from .table import (
+    NAMES,
+    Backend,
+    BackendError,
+    available,
+    canonical_name,
+    current,
+    get,
+    to_numpy,
+    use,
+)
+
+__all__ = ["NAMES", "Backend", "BackendError", "OutOfMemoryError", "available",
+           "canonical_name", "current", "explaining_out_of_memory", "get", "is_out_of_memory",
+           "to_numpy", "use"]

@@ -1,0 +1,5 @@
+"""Files: checkpoints (sealed, atomic ``.npz``)."""
+
+from .checkpoint import CheckpointError
+
+__all__ = ["CheckpointError"]

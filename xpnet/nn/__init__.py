@@ -1,0 +1,5 @@
+"""The maths, written once against the array API: layers, losses, initialisers, optimizers.
+
+Everything here computes through an ``xp`` namespace handed in by its caller and imports
+only the backend floor (for the optional fast paths a layer may take from its context).
+"""

@@ -1,0 +1,1 @@
+"""Training: the one step, the fit/evaluate loop, callbacks, progress and metrics."""
