@@ -1,6 +1,7 @@
 """The training steps the benchmarks compare, each built as a ``common.Variant``.
 
-- ``xpnet_variant``: ``model.train_step`` of an ``xn.mlp`` on one backend (SGD, softmax CE).
+- ``xpnet_variant``: ``xn.Step`` (the one training step ``fit`` calls) of an ``xn.mlp`` on one
+  backend (SGD, softmax CE); eager on JAX.
 - ``xpnet_jit_variant``: the same step traced once with ``jax.jit`` (JAX only),
   as ``fit`` runs it there; ``xpnet_variant`` on JAX stays the eager step, for comparison.
 - ``torch_eager_variant``: ``nn.Sequential`` + ``CrossEntropyLoss`` + ``optim.SGD``.
@@ -60,58 +61,50 @@ def group_of(backend) -> str:
     return "cuda" if backend.is_gpu else "cpu"
 
 
-def xpnet_variant(backend, sizes, batch, portable=False):
-    """xpnet's own step: ``Sequential.train_step`` on device arrays.
-
-    ``portable`` turns the backend's fast paths off (the portable kernels): the ablation.
-    """
+def _xpnet_model(backend, sizes):
     import xpnet as xn
-    from xpnet.backend import kernels as fast
-    from xpnet.nn import losses
 
-    X, _, T = host_data(sizes, batch)
     model = xn.mlp(sizes, activation="relu", seed=0, backend=backend)
     model.set_params({f"{2 * i}.{k}": v for i, (W, b) in enumerate(host_weights(sizes))
                       for k, v in (("W", W), ("b", b))})
-    if portable:
-        model._kernels_cache = (model.backend, fast.portable(model.backend))
+    return model
+
+
+def xpnet_variant(backend, sizes, batch, portable=False, optimizer=None, traced=False):
+    """xpnet's own training step (``xn.Step``, what ``fit`` calls per batch), without fit.
+
+    ``portable`` turns the backend's fast paths off (``xn.fast_paths(False)``): the
+    ablation. ``traced`` keeps the traced step where the backend traces (JAX); otherwise
+    the eager step is timed. ``optimizer`` defaults to SGD at ``LR``.
+    """
+    import xpnet as xn
+
+    X, _, T = host_data(sizes, batch)
+    model = _xpnet_model(backend, sizes)
     Xd, Td = backend.asarray(X), backend.asarray(T)
-    opt, loss_fn, holder = xn.SGD(lr=LR), losses.cross_entropy, []
+    opt = optimizer if optimizer is not None else xn.SGD(lr=LR)
+    with xn.fast_paths(not portable and (traced or not backend.can_trace)):
+        train = xn.Step(model, "cross_entropy", opt)
+    if traced and not train.is_traced:
+        raise RuntimeError("the traced step does not apply here (fast paths off?)")
+    holder = []
 
     def step():
-        value = model.train_step(Xd, Td, loss_fn, opt)
-        if backend.name == "jax":
-            holder[:] = [(value, model._params)]
+        value = train(Xd, Td)
+        if not backend.cheap_reads:
+            holder[:] = [(value, model.parameters.arrays)]
         return value
 
-    suffix = "-portable" if portable else ""
+    suffix = "-portable" if portable else "-jit" if traced else ""
+    if optimizer is not None:
+        suffix += f"-{type(opt).__name__.lower()}"
     return Variant(f"xpnet-{_label(backend)}{suffix}", step, _blocker(backend, holder),
                    group_of(backend), "xpnet", {"lib": _label(backend), "model": model})
 
 
 def xpnet_jit_variant(backend, sizes, batch):
     """xpnet's traced JAX step: what ``fit`` runs on JAX, one call per step."""
-    import xpnet as xn
-    from xpnet.nn import losses
-    from xpnet.train import traced as jit
-
-    X, _, T = host_data(sizes, batch)
-    model = xn.mlp(sizes, activation="relu", seed=0, backend=backend)
-    model.set_params({f"{2 * i}.{k}": v for i, (W, b) in enumerate(host_weights(sizes))
-                      for k, v in (("W", W), ("b", b))})
-    Xd, Td = backend.asarray(X), backend.asarray(T)
-    opt, holder = xn.SGD(lr=LR), []
-    traced = jit.compiled_step(model, losses.cross_entropy, opt)
-    if traced is None:
-        raise RuntimeError("xpnet.train.traced does not apply here (XPNET_FAST=0?)")
-
-    def step():
-        value = traced(Xd, Td)
-        holder[:] = [(value, model._params)]
-        return value
-
-    return Variant(f"xpnet-{_label(backend)}-jit", step, _blocker(backend, holder),
-                   group_of(backend), "xpnet", {"lib": _label(backend), "model": model})
+    return xpnet_variant(backend, sizes, batch, traced=True)
 
 
 def torch_eager_variant(device, sizes, batch):

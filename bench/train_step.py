@@ -75,7 +75,7 @@ def build_variants(sizes, batch, backends, shape_name, ablate=False) -> list[Var
         if SLOW_BACKENDS.get(be.name) == shape_name:
             continue
         variants.append(steps.xpnet_variant(be, sizes, batch))
-        if be.name == "jax" and os.environ.get("XPNET_FAST", "1") != "0":
+        if be.can_trace:
             variants.append(steps.xpnet_jit_variant(be, sizes, batch))
         if ablate:
             variants.append(steps.xpnet_variant(be, sizes, batch, portable=True))

@@ -50,10 +50,13 @@ def gpu_backend(request) -> xn.Backend:
 
 @pytest.fixture(autouse=True)
 def _restore_backend():
-    """Tests that call xn.use() must not leak their backend into later tests."""
-    before = xn.backend.table._local.__dict__.get("backend")
+    """Tests that call xn.use() or xn.fast_paths() must not leak into later tests."""
+    table = xn.backend.table
+    before = table._local.__dict__.get("backend")
+    fast = table._fast_local.__dict__.get("enabled")
     yield
-    xn.backend.table._local.backend = before
+    table._local.backend = before
+    table._fast_local.enabled = fast
 
 
 def _no_gpu_reason() -> str | None:

@@ -110,7 +110,7 @@ def _failing_step(monkeypatch, model, exc):
     def step(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(model, "_loss_and_grads_device", step)
+    monkeypatch.setattr(model, "forward", step)  # every training step runs the forward pass
 
 
 def _data():
@@ -153,7 +153,7 @@ def test_evaluate_out_of_memory_is_translated(monkeypatch):
     def predict(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(model, "_predict_device", predict)
+    monkeypatch.setattr(model, "predict_device", predict)
     X, y = _data()
     with pytest.raises(xn.OutOfMemoryError, match="during evaluate with batch_size=10"):
         model.evaluate(X, y, loss="cross_entropy", batch_size=10)

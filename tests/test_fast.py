@@ -9,6 +9,7 @@ import xpnet as xn
 from xpnet.backend import kernels as fast
 from xpnet.backend import to_numpy
 from xpnet.nn import losses
+from xpnet.nn.layers import Pass
 
 RTOL, ATOL = 2e-5, 1e-6
 
@@ -21,17 +22,24 @@ def _close(a, b):
     np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=RTOL, atol=ATOL)
 
 
+def _portable(backend):
+    return fast.Portable(backend.xp, backend.inplace)
+
+
 @pytest.fixture
 def pair(backend):
     """(fast kernels, portable kernels) of one backend."""
-    return fast.kernels(backend), fast.portable(backend)
+    return backend.kernels, _portable(backend)
 
 
 def test_selection_by_capability(backend, monkeypatch):
     expected = {"numpy": fast.NumPyKernels, "torch": fast.TorchKernels, "cupy": fast.CuPyKernels}
-    assert type(fast._select(backend)) is expected.get(backend.name, fast.Portable)
-    monkeypatch.setenv("XPNET_FAST", "0")
-    assert type(fast._select(backend)) is fast.Portable
+    assert type(backend.kernels) is expected.get(backend.name, fast.Portable)
+    with xn.fast_paths(False):
+        assert type(backend.kernels) is fast.Portable
+    assert type(backend.kernels) is expected.get(backend.name, fast.Portable)
+    monkeypatch.setenv("XPNET_FAST", "0")  # the environment sets the starting value
+    assert type(backend.kernels) is fast.Portable
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -49,13 +57,23 @@ def test_relu_and_its_gradient(backend, pair, overwrite):
     host = _rand(rng, 9, 6)
     kernels, portable = pair
     X = backend.asarray(host)
+    if kernels.relu is None:
+        pytest.skip(f"{backend.name} has no fused ReLU: the layer's own maths runs")
     Y = kernels.relu(X, overwrite=overwrite)
     _close(Y, np.maximum(host, 0.0))
     if not overwrite or not backend.inplace:
         _close(X, host)  # the caller's array is untouched unless it said it may be overwritten
     dY = backend.asarray(_rand(rng, 9, 6))
-    _close(kernels.relu_grad(dY, Y), portable.relu_grad(dY, Y))
-    _close(kernels.relu_grad(dY, Y), np.where(host > 0, to_numpy(dY), 0.0))
+    if kernels.relu_grad is not None:
+        _close(kernels.relu_grad(dY, Y), np.where(host > 0, to_numpy(dY), 0.0))
+    assert portable.relu is None and portable.relu_grad is None  # the layer's maths runs
+    # the layer with and without the fused kernels
+    layer, dY_host = xn.ReLU(), to_numpy(dY)
+    for kernels_ in pair:
+        ctx = Pass(backend.xp, backend, kernels=kernels_)
+        out, back = layer.forward({}, backend.asarray(host), ctx)
+        _close(out, np.maximum(host, 0.0))
+        _close(back(backend.asarray(dY_host))[0], np.where(host > 0, dY_host, 0.0))
 
 
 @pytest.mark.parametrize("size", [(3, 4), (300, 700)])  # (300, 700) takes the blockwise path
@@ -82,9 +100,10 @@ def test_cross_entropy_matches_the_loss_module(backend, pair, targets):
     else:
         T = rng.dirichlet(np.ones(5), 8).astype(np.float32)
     Zd, Td = backend.asarray(Z), backend.asarray(T)
-    ref_loss, ref_grad = losses.cross_entropy(backend.xp, Zd, Td)
+    entry = losses.LOSSES["cross_entropy"]
+    ref_loss, ref_grad = entry(backend.xp, Zd, Td)
     for kernels in pair:
-        loss, grad = kernels.cross_entropy(Zd, Td)
+        loss, grad = entry.value_and_grad(kernels, backend.xp, Zd, Td)  # fused where offered
         assert float(loss) == pytest.approx(float(ref_loss), rel=1e-5)
         _close(grad, ref_grad)
     _close(Zd, Z)  # the logits are not overwritten (evaluate reads them after the loss)
@@ -96,10 +115,9 @@ def test_training_with_fast_paths_matches_portable(backend):
     runs = []
     for use_fast in (True, False):
         model = xn.mlp([6, 16, 16, 3], seed=0, backend=backend)
-        if not use_fast:
-            model._kernels_cache = (model.backend, fast.portable(model.backend))
-        model.fit(X, y, loss="cross_entropy", optimizer=xn.SGD(lr=0.1, momentum=0.9),
-                  epochs=3, batch_size=8, seed=0)
+        with xn.fast_paths(use_fast):
+            model.fit(X, y, loss="cross_entropy", optimizer=xn.SGD(lr=0.1, momentum=0.9),
+                      epochs=3, batch_size=8, seed=0)
         runs.append({k: to_numpy(v) for k, v in model.params.items()})
     for name in runs[0]:
         np.testing.assert_allclose(runs[0][name], runs[1][name], rtol=1e-4, atol=1e-5)
@@ -117,10 +135,10 @@ def test_in_place_relu_never_touches_arrays_the_caller_holds(backend):
     Y, backprops = after_sigmoid.forward(X)
     ref = xn.Sequential(xn.Dense(4, 4), xn.Sigmoid(), xn.ReLU(), xn.Dense(4, 2),
                         backend=backend, seed=0)
-    ref._kernels_cache = (ref.backend, fast.portable(ref.backend))
-    _close(Y, ref.forward(X)[0])
+    portable = _portable(backend)
+    _close(Y, ref.forward(X, kernels=portable)[0])
     grads = after_sigmoid.backward(backend.asarray(np.ones((5, 2), np.float32)), backprops)
-    ref_Y, ref_back = ref.forward(X)
+    ref_Y, ref_back = ref.forward(X, kernels=portable)
     ref_grads = ref.backward(backend.asarray(np.ones((5, 2), np.float32)), ref_back)
     for name in grads:
         _close(grads[name], ref_grads[name])
@@ -128,7 +146,7 @@ def test_in_place_relu_never_touches_arrays_the_caller_holds(backend):
 
 @pytest.mark.gpu
 def test_cupy_kernels_match_portable(gpu_backend):
-    kernels, portable = fast.kernels(gpu_backend), fast.portable(gpu_backend)
+    kernels, portable = gpu_backend.kernels, _portable(gpu_backend)
     assert isinstance(kernels, fast.CuPyKernels)
     rng = np.random.default_rng(7)
     X, W, b = (gpu_backend.asarray(_rand(rng, *s)) for s in ((64, 32), (32, 16), (16,)))
@@ -137,7 +155,8 @@ def test_cupy_kernels_match_portable(gpu_backend):
     dY = gpu_backend.asarray(_rand(rng, 64, 16))
     _close(kernels.relu_grad(dY, Y), portable.relu_grad(dY, Y))
     T = gpu_backend.asarray(np.eye(16, dtype=np.float32)[rng.integers(0, 16, 64)])
-    for a, b_ in zip(kernels.cross_entropy(Y, T), portable.cross_entropy(Y, T), strict=True):
+    reference = losses.LOSSES["cross_entropy"](gpu_backend.xp, Y, T)
+    for a, b_ in zip(kernels.cross_entropy(Y, T), reference, strict=True):
         _close(a, b_)
 
 

@@ -1,7 +1,7 @@
 """The traced JAX step (xpnet.train.traced) trains exactly as the eager JAX step does.
 
 Each case fits twice from the same seed: once with the traced step and once eagerly
-(``XPNET_FAST=0`` turns the traced step off; JAX's eager kernels are the portable ones
+(``xn.fast_paths(False)`` turns the traced step off; JAX's eager kernels are the portable ones
 either way), then compares parameters, optimizer state, iterations and loss history.
 
 Tolerances: float64 ``rtol=1e-12, atol=1e-13`` (both paths run the same maths in double
@@ -50,7 +50,7 @@ def _data(loss, n=40, n_in=5, seed=0):
 
 
 def _fit(monkeypatch, traced, loss, opt_name, dtype, callbacks=(), epochs=4):
-    monkeypatch.setenv("XPNET_FAST", "1" if traced else "0")
+    xn.fast_paths(traced)
     X, y, n_out = _data(loss)
     model = xn.mlp([X.shape[1], 8, n_out], activation="tanh", seed=3, backend="jax",
                    dtype=dtype)
@@ -104,14 +104,14 @@ def test_a_learning_rate_schedule_takes_effect_in_the_traced_step(monkeypatch):
 
 
 def test_each_batch_shape_compiles_once_and_lr_is_not_in_the_key(monkeypatch):
-    monkeypatch.setenv("XPNET_FAST", "1")
+    xn.fast_paths(True)
     X, y, _ = _data("mse")
     model = xn.mlp([5, 6, 2], seed=0, backend="jax", dtype="float64")
     fn = None
     for lr in (0.1, 0.01):  # a new optimizer with another lr reuses the compiled step
         opt = xn.SGD(lr=lr, momentum=0.3)
         model.fit(X, y, optimizer=opt, epochs=3, batch_size=16)
-        fn = jit._cache[jit._key(model, losses.mse, opt)]
+        fn = jit._cache[jit._key(model, losses.LOSSES["mse"], opt)]
     assert fn._cache_size() == 2  # batches of 16 and the short last one of 8, not per epoch
 
 
@@ -126,8 +126,8 @@ def test_a_second_fit_continues_the_optimizer_state(monkeypatch):
 
 
 def test_the_traced_step_applies_only_where_it_is_pure(monkeypatch):
-    monkeypatch.setenv("XPNET_FAST", "1")
-    loss = losses.mse
+    xn.fast_paths(True)
+    loss = losses.LOSSES["mse"]
     assert jit.compiled_step(xn.mlp([3, 4, 1], backend="jax"), loss, xn.SGD()) is not None
     # dropout masks come from the host RNG; other backends have their own fast paths
     assert jit.compiled_step(xn.mlp([3, 4, 1], dropout=0.2, backend="jax"), loss,
@@ -140,15 +140,15 @@ def test_the_traced_step_applies_only_where_it_is_pure(monkeypatch):
         pass
 
     assert jit.compiled_step(xn.mlp([3, 4, 1], backend="jax"), loss, MySGD()) is None
-    monkeypatch.setenv("XPNET_FAST", "0")
+    xn.fast_paths(False)
     assert jit.compiled_step(xn.mlp([3, 4, 1], backend="jax"), loss, xn.SGD()) is None
 
 
 def test_divergence_restores_finite_weights_on_the_traced_path(monkeypatch):
-    monkeypatch.setenv("XPNET_FAST", "1")
+    xn.fast_paths(True)
     X, y, _ = _data("mse")
     model = xn.mlp([5, 16, 2], seed=0, backend="jax")
-    assert jit.compiled_step(model, losses.mse, xn.SGD(lr=1e12)) is not None
+    assert jit.compiled_step(model, losses.LOSSES["mse"], xn.SGD(lr=1e12)) is not None
     with pytest.raises(xn.DivergenceError):
         model.fit(X * 1e3, y, optimizer=xn.SGD(lr=1e12), epochs=5, batch_size=8,
                   check_every=2)

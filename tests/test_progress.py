@@ -70,16 +70,19 @@ class _FakeBar:
         pass
 
 
-@pytest.mark.parametrize("is_gpu, name, expected_reads", [
-    (True, "cupy", 5),      # asynchronous: read every `every` = 10 of 50 batches
-    (False, "jax", 5),      # JAX dispatches asynchronously on the CPU too
-    (False, "numpy", 50),   # synchronous CPU: a read costs nothing extra
+@pytest.mark.parametrize("name, device, expected_reads", [
+    ("cupy", None, 5),      # asynchronous: read every `every` = 10 of 50 batches
+    ("jax", None, 5),       # JAX dispatches asynchronously on the CPU too
+    ("numpy", None, 50),    # synchronous CPU: a read costs nothing extra
+    ("torch", SimpleNamespace(type="cpu"), 50),
 ])
 def test_running_loss_is_read_only_every_n_batches_on_asynchronous_backends(
-        is_gpu, name, expected_reads):
+        name, device, expected_reads):
+    row = xn.backend.table._TABLE[name]  # the table's own columns, without the library
+    backend = SimpleNamespace(cheap_reads=not (row.is_gpu(None, device) or row.async_dispatch))
     bar = ProgressBar(verbose=1, every=10)
     bar._tqdm = _FakeBar
-    bar.set_model(SimpleNamespace(backend=SimpleNamespace(is_gpu=is_gpu, name=name)))
+    bar.set_model(SimpleNamespace(backend=backend))
     bar.on_train_begin({"epochs": 1, "batches": 50, "samples": 500})
     bar.on_epoch_begin(0, {})
     _CountingScalar.reads = 0

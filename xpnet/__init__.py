@@ -6,13 +6,15 @@
     history = model.fit(X, y, loss="cross_entropy", optimizer=xn.Adam(lr=1e-2), epochs=20)
 
 Importing xpnet imports NumPy and array-api-compat only; a backend's library is imported
-when that backend is first used.
+when that backend is first used. This module only re-exports; each name lives on its floor
+(``docs/architecture.md``).
 """
 
 from .backend import Backend, BackendError, OutOfMemoryError, available, current, use
+from .backend.table import fast_paths
 from .data import DataError
-from .io.checkpoint import CheckpointError, load
-from .model import ModelError, Sequential, mlp
+from .io.checkpoint import CheckpointError
+from .model import ModelError, Sequential, load, mlp
 from .nn.layers import (
     GELU,
     Dense,
@@ -24,6 +26,7 @@ from .nn.layers import (
     Sigmoid,
     Softmax,
     Tanh,
+    register_layer,
 )
 from .nn.optim import SGD, Adam, Optimizer
 from .train.callbacks import (
@@ -38,7 +41,8 @@ from .train.callbacks import (
     StepDecay,
     TerminateOnNaN,
 )
-from .train.loop import DivergenceError
+from .train.guard import DivergenceError
+from .train.step import Step
 from .version import __version__ as __version__
 
 __all__ = [
@@ -49,4 +53,6 @@ __all__ = [
     # callbacks beyond the contract's
     "CSVLogger", "CosineDecay", "ExponentialDecay", "LearningRateScheduler", "ModelCheckpoint",
     "StepDecay", "TerminateOnNaN",
+    # the training engine and its switches
+    "Step", "fast_paths", "register_layer",
 ]

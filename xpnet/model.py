@@ -1,20 +1,29 @@
-"""Sequential: an ordered list of layers, its parameters on one backend, and the step.
+"""Sequential: an ordered list of layers, its parameters on one backend, and its passes.
 
 Parameters are drawn on the host from ``seed`` (bit-identical on every backend), named
-``"<layer index>.<name>"`` ("0.W", "0.b", "2.W", ...) and copied onto the backend.
+``"<layer index>.<name>"`` ("0.W", "0.b", "2.W", ...) and copied onto the backend, where
+they live as views of one flat buffer when the backend has views (``nn.buffers``).
+
+This module sits above ``train/``: ``fit`` and ``evaluate`` are methods of the model (the
+public contract), so the model imports the loop, and the loop works on any object with
+the network protocol documented in ``docs/architecture.md`` without importing this one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
+from numbers import Integral
 from typing import Any
 
-from .backend import table as backends
 from . import data
-from .backend import kernels as fast
+from .backend import table as backends
+from .io import checkpoint
 from .nn import losses
 from .nn import optim as optimizers
-from .nn.layers import RELU_FAMILY, Dense, Dropout, Layer, Pass, activation
+from .nn.buffers import Buffer, Layout
+from .nn.layers import RELU_FAMILY, Dense, Dropout, Layer, Pass, activation, from_config
+from .train import loop
 
 
 class ModelError(ValueError):
@@ -25,11 +34,12 @@ class Sequential:
     """Layers applied in order. ``Sequential(Dense(4, 8), ReLU(), Dense(8, 1), seed=0)``.
 
     ``backend`` (a name or Backend; default ``xn.current()``) and ``dtype`` ("float32"
-    or "float64") choose where the parameters live.
+    or "float64") choose where the parameters live. ``params`` (a mapping of every
+    parameter name to an array) starts from those values instead of drawing from ``seed``.
     """
 
     def __init__(self, *layers: Layer, seed: int | None = 0, backend=None,
-                 dtype: str | None = None):
+                 dtype: str | None = None, params: Mapping | None = None):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
@@ -39,15 +49,21 @@ class Sequential:
                 raise ModelError(f"layer {i} is {type(layer).__name__}, not an xpnet Layer")
         self.layers: list[Layer] = list(layers)
         self._check_widths()
-        self.seed = seed
-        self.backend = _resolve_backend(backend, dtype)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)
+                                 or seed < 0):
+            raise ModelError(f"seed must be None or an int >= 0; got {seed!r}")
+        self.seed = None if seed is None else int(seed)
+        self.backend = backends.resolve(backend, dtype=dtype)
         self.optimizer: optimizers.Optimizer | None = None
         self.stop_training = False
+        self.history = None  # the History of the last fit, also when it was interrupted
         # (layer-local name, model name) pairs per layer: no string work per step.
         self._keys = [[(k, f"{i}.{k}") for k in layer.param_shapes()]
                       for i, layer in enumerate(self.layers)]
         self._first_param_layer = next((i for i, keys in enumerate(self._keys) if keys), 0)
-        self._params = {k: self.backend.asarray(v) for k, v in self._init_host().items()}
+        self.layout = Layout(self.param_shapes())
+        source = self._init_host() if params is None else params
+        self.parameters = self._stage(source, "Sequential(params=...)")
 
     # ------------------------------------------------------------------ structure
     def _check_widths(self) -> None:
@@ -73,6 +89,15 @@ class Sequential:
         for layer in self.layers:
             width = layer.out_width(width)
         return width
+
+    @property
+    def widths(self) -> list[int]:
+        """The width entering each layer and the output width (unknown widths as 0)."""
+        widths, width = [self.n_in or 0], self.n_in
+        for layer in self.layers:
+            width = layer.out_width(width)
+            widths.append(width or 0)
+        return widths
 
     def _first_layer_name(self) -> str:
         i = next((i for i, layer in enumerate(self.layers) if isinstance(layer, Dense)), 0)
@@ -102,45 +127,42 @@ class Sequential:
         inner = ", ".join(repr(layer) for layer in self.layers)
         return f"Sequential({inner}; backend={self.backend.name}, dtype={self.backend.dtype_name})"
 
-    def __getstate__(self) -> dict:
-        """State for pickle and copy.deepcopy: the kernels cache is left out (kernels hold
-        library modules and thread-locals); ``_kernels()`` looks them up again."""
-        state = dict(self.__dict__)
-        state.pop("_kernels_cache", None)
-        return state
-
     # ------------------------------------------------------------------ parameters
     @property
     def params(self) -> dict:
         """Ordered ``{"0.W": array, "0.b": array, ...}`` on the model's backend (live arrays)."""
-        return dict(self._params)
+        return dict(self.parameters.arrays)
 
-    def set_params(self, mapping) -> Sequential:
-        """Replace parameters from NumPy or backend arrays; names and shapes are validated first."""
-        expected = self.param_shapes()
+    def _stage(self, mapping, what: str) -> Buffer:
+        """A new parameter buffer from ``mapping``, every name and shape validated first."""
+        expected = self.layout.shapes
         mapping = dict(mapping)
         unknown = sorted(set(mapping) - set(expected))
         missing = sorted(set(expected) - set(mapping))
         if unknown or missing:
-            raise ModelError(f"set_params: unknown names {unknown}, missing names {missing}; "
+            raise ModelError(f"{what}: unknown names {unknown}, missing names {missing}; "
                              f"expected {list(expected)}")
         staged = {}
         for name, shape in expected.items():
-            value = data.parameter(self.backend, mapping[name], f"set_params: {name}")
+            value = data.parameter(self.backend, mapping[name], f"{what}: {name}")
             got = tuple(value.shape)
             if got != shape:
-                raise ModelError(f"set_params: {name} has shape {got}, expected {shape}")
+                raise ModelError(f"{what}: {name} has shape {got}, expected {shape}")
             staged[name] = value
-        self._params = staged
-        if self.optimizer is not None:
-            self.optimizer.state.clear()  # moments of other weights would be meaningless
+        return Buffer.of(self.layout, staged, self.backend)
+
+    def set_params(self, mapping) -> Sequential:
+        """Replace parameters from NumPy or backend arrays; names and shapes are validated first."""
+        self.parameters = self._stage(mapping, "set_params")
+        if self.optimizer is not None:  # moments of other weights would be meaningless
+            self.optimizer.load_state_arrays({}, self.optimizer.iterations)
         return self
 
     def snapshot(self, optimizer: bool = False) -> dict:
         """Device copies of the parameters (and optimizer state): a restore point."""
-        xp = self.backend.xp
-        snap = {"params": {k: xp.asarray(v, copy=True) for k, v in self._params.items()}}
+        snap: dict[str, Any] = {"params": self.parameters.copy(self.backend)}
         if optimizer and self.optimizer is not None:
+            xp = self.backend.xp
             snap["optimizer"] = ({k: xp.asarray(v, copy=True)
                                   for k, v in self.optimizer.state_arrays().items()},
                                  self.optimizer.iterations)
@@ -148,70 +170,89 @@ class Sequential:
 
     def restore(self, snap: dict) -> None:
         """Return to a ``snapshot()`` (copied again, so the snapshot can be reused)."""
-        xp = self.backend.xp
-        self._params = {k: xp.asarray(v, copy=True) for k, v in snap["params"].items()}
+        self.parameters = snap["params"].copy(self.backend)
         if "optimizer" in snap and self.optimizer is not None:
+            xp = self.backend.xp
             state, iterations = snap["optimizer"]
             self.optimizer.load_state_arrays({k: xp.asarray(v, copy=True)
                                               for k, v in state.items()}, iterations)
 
     def to(self, name=None, device: Any = None, dtype: str | None = None) -> Sequential:
         """Move parameters and optimizer state to another backend/device/dtype; returns self."""
-        target = _resolve_backend(name, dtype, device)
+        target = backends.resolve(self.backend if name is None else name, device, dtype)
         if target is self.backend:
             return self
         move = lambda a: target.asarray(self.backend.to_numpy(a))  # noqa: E731
-        params = {k: move(v) for k, v in self._params.items()}
+        parameters = Buffer.of(self.layout, {k: move(v) for k, v in self.params.items()},
+                               target)
         if self.optimizer is not None:
             state = {k: move(v) for k, v in self.optimizer.state_arrays().items()}
             self.optimizer.load_state_arrays(state, self.optimizer.iterations)
-        self._params, self.backend = params, target
+        self.parameters, self.backend = parameters, target
         return self
 
     # ------------------------------------------------------------------ passes
-    def forward(self, X, params: dict | None = None, training: bool = False, rng=None):
-        """Run every layer; returns ``(Y, backprops)`` (one closure per layer)."""
-        params = self._params if params is None else params
-        ctx = Pass(self.backend.xp, self.backend, training, rng, self._kernels())
+    @property
+    def kernels(self):
+        """The backend's fast paths as the current setting selects them (``xn.fast_paths``)."""
+        return self.backend.kernels
+
+    def forward(self, X, params: dict | None = None, training: bool = False, rng=None,
+                grads_out: dict | None = None, kernels=None):
+        """Run every layer; returns ``(Y, backprops)`` (one closure per layer).
+
+        ``grads_out`` (name -> array) is where the backward pass may write each parameter's
+        gradient (the training step's flat gradient buffer).
+        """
+        params = self.parameters.arrays if params is None else params
+        ctx = Pass(self.backend.xp, self.backend, training, rng,
+                   self.backend.kernels if kernels is None else kernels)
         backprops = []
         for i, layer in enumerate(self.layers):
             # a Dense output is a temporary nothing else holds: the next layer may overwrite it
             ctx.fresh = i > 0 and type(self.layers[i - 1]) is Dense
+            ctx.grads_out = None if grads_out is None else {k: grads_out[full]
+                                                            for k, full in self._keys[i]}
             X, back = layer.forward({k: params[full] for k, full in self._keys[i]}, X, ctx)
             backprops.append(back)
         return X, backprops
 
-    def _kernels(self):
-        """The backend's fast paths, looked up once per backend (``to`` may change it)."""
-        cached = self.__dict__.get("_kernels_cache")
-        if cached is None or cached[0] is not self.backend:
-            cached = self._kernels_cache = (self.backend, fast.kernels(self.backend))
-        return cached[1]
+    def backward(self, dY, backprops, grads_out: dict | None = None) -> dict:
+        """Gradients of every parameter from the loss gradient ``dY`` (input grad not formed).
 
-    def backward(self, dY, backprops) -> dict:
-        """Gradients of every parameter from the loss gradient ``dY`` (input grad not formed)."""
-        per_layer = [None] * len(self.layers)
+        With ``grads_out`` every gradient ends up in its array there (a layer that did not
+        write it in place is copied in), and those arrays are returned.
+        """
+        per_layer: list = [None] * len(self.layers)
         first = self._first_param_layer
         for i in range(len(self.layers) - 1, first - 1, -1):
             dY, per_layer[i] = backprops[i](dY, need_dX=i > first)
-        return {full: per_layer[i][k] for i, keys in enumerate(self._keys) for k, full in keys}
+        grads = {full: per_layer[i][k] for i, keys in enumerate(self._keys) for k, full in keys}
+        if grads_out is not None:
+            for name, g in grads.items():
+                if g is not grads_out[name]:
+                    grads_out[name][...] = g
+            return dict(grads_out)
+        return grads
 
-    def _inputs(self, X, name="X"):
+    def device_inputs(self, X, name: str = "X"):
+        """``X`` validated (2-D, numeric, finite, this model's width) on the model's device."""
         return data.inputs(self.backend, X, self.n_in, self._first_layer_name(), name)
 
-    def _targets(self, y, loss: str, n: int, name="y"):
-        losses.resolve(loss)
-        return data.targets(self.backend, y, loss, self.n_out, n, name)
+    def device_targets(self, y, loss, n: int, name: str = "y"):
+        """``y`` validated for ``loss`` and encoded as float rows on the model's device."""
+        entry = losses.resolve(loss)
+        return data.targets(self.backend, y, entry.name, self.n_out, n, name)
 
     def predict(self, X, batch_size: int | None = None):
         """Model output for ``X`` (inputs are converted) as an array on the model's backend."""
         if batch_size is not None and (isinstance(batch_size, bool)
                                        or not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"predict: batch_size must be None or an int >= 1; got {batch_size!r}")
-        X = self._inputs(X)
-        return self._predict_device(X, batch_size)
+        return self.predict_device(self.device_inputs(X), batch_size)
 
-    def _predict_device(self, X, batch_size=None):
+    def predict_device(self, X, batch_size: int | None = None):
+        """``predict`` on an already validated device array."""
         n = X.shape[0]
         if not batch_size or batch_size >= n:
             return self.forward(X)[0]
@@ -220,26 +261,12 @@ class Sequential:
 
     def loss_and_grads(self, X, y, loss: str = "mse") -> tuple[float, dict]:
         """The loss and the gradient of every parameter on one batch, without updating."""
-        loss_fn = losses.resolve(loss)
-        X = self._inputs(X)
-        T = self._targets(y, loss, X.shape[0])
-        value, grads = self._loss_and_grads_device(X, T, loss_fn)
-        return float(value), grads
-
-    def _loss_and_grads_device(self, X, T, loss_fn, training=False, rng=None):
-        Y, backprops = self.forward(X, training=training, rng=rng)
-        if loss_fn is losses.cross_entropy:  # the fused softmax-CE gradient of this backend
-            value, dY = self._kernels().cross_entropy(Y, T)
-        else:
-            value, dY = loss_fn(self.backend.xp, Y, T)
-        return value, self.backward(dY, backprops)
-
-    def train_step(self, X, T, loss_fn, optimizer, rng=None):
-        """One forward, backward and update on device arrays; returns the loss (0-d array)."""
-        value, grads = self._loss_and_grads_device(X, T, loss_fn, training=True, rng=rng)
-        self._params = optimizer.step(self._params, grads, self.backend.xp, self.backend.inplace,
-                                      kernels=self._kernels())
-        return value
+        entry = losses.resolve(loss)
+        X = self.device_inputs(X)
+        T = self.device_targets(y, entry, X.shape[0])
+        Y, backprops = self.forward(X)
+        value, dY = entry.value_and_grad(self.kernels, self.backend.xp, Y, T)
+        return float(value), self.backward(dY, backprops)
 
     # ------------------------------------------------------------------ training API
     def fit(self, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
@@ -248,41 +275,65 @@ class Sequential:
             **kwargs):
         """Train; returns a History whose ``.history`` maps metric names to per-epoch floats.
 
-        See ``xpnet.training.fit`` for every argument.
+        See ``xpnet.train.loop.fit`` for every argument.
         """
-        from .train.loop import fit
-
-        return fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
-                   batch_size=batch_size, validation_data=validation_data, callbacks=callbacks,
-                   seed=seed, verbose=verbose, shuffle=shuffle, lr=lr, **kwargs)
+        return loop.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
+                        batch_size=batch_size, validation_data=validation_data,
+                        callbacks=callbacks, seed=seed, verbose=verbose, shuffle=shuffle, lr=lr,
+                        **kwargs)
 
     def evaluate(self, X, y, loss: str = "mse", batch_size: int | None = None) -> dict:
         """``{"loss": ..., "accuracy": ...}`` (accuracy for classification losses only)."""
-        from .train.loop import evaluate
-
-        return evaluate(self, X, y, loss=loss, batch_size=batch_size)
+        return loop.evaluate(self, X, y, loss=loss, batch_size=batch_size)
 
     def save(self, path) -> None:
         """Write architecture, parameters and optimizer state to ``path`` (.npz), atomically."""
-        from .io.checkpoint import save
-
-        save(self, path)
+        checkpoint.save(self, path)
 
 
-def _resolve_backend(backend, dtype=None, device=None) -> backends.Backend:
-    if backend is None:
-        cur = backends.current()
-        if dtype is None and device is None:
-            return cur
-        return backends.get(cur.name, cur.device if device is None else device,
-                            dtype or cur.dtype_name)
-    if isinstance(backend, backends.Backend):
-        if dtype is None and device is None:
-            return backend
-        return backends.get(backend.name, device or backend.device, dtype or backend.dtype_name)
-    if isinstance(backend, backends._Using):
-        return _resolve_backend(backend.backend, dtype, device)
-    return backends.get(backend, device, dtype)
+def load(path, backend=None, device=None, dtype: str | None = None) -> Sequential:
+    """Read a checkpoint onto ``backend`` (default: the current one) with its saved dtype.
+
+    The file is read and checked whole (``io.checkpoint.read``) before a model is built.
+    """
+    path = os.fspath(path)
+    meta, arrays = checkpoint.read(path)
+    try:
+        layers = [from_config(spec["type"], spec["config"]) for spec in meta["layers"]]
+        model = Sequential(*layers, seed=meta.get("seed"), dtype=dtype or meta["dtype"],
+                           backend=None if backend is None and device is None
+                           else backends.resolve(backend, device),
+                           params={k[len("param/"):]: v for k, v in arrays.items()
+                                   if k.startswith("param/")})
+        spec = meta.get("optimizer")
+        if spec is not None:
+            model.optimizer = _load_optimizer(model, spec, arrays, path)
+    except checkpoint.CheckpointError:
+        raise
+    except (ModelError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise checkpoint.CheckpointError(
+            f"{path!r} has an invalid architecture or parameters: {exc}") from None
+    return model
+
+
+def _load_optimizer(model, spec: dict, arrays: dict, path: str) -> optimizers.Optimizer:
+    opt = optimizers.by_type(spec["type"]).from_config(spec["config"])
+    expected = {f"{p}/{slot}": shape for p, shape in model.layout.shapes.items()
+                for slot in opt.slot_names()}
+    state = {k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")}
+    for k, v in state.items():
+        if k not in expected or tuple(v.shape) != tuple(expected[k]):
+            raise checkpoint.CheckpointError(
+                f"{path!r}: optimizer state {k!r} does not fit the model")
+    if state and state.keys() != expected.keys():  # all slots or none (before a step)
+        raise checkpoint.CheckpointError(
+            f"{path!r}: optimizer state lacks {sorted(expected.keys() - state.keys())}")
+    iterations = spec["iterations"]
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise checkpoint.CheckpointError(
+            f"{path!r}: optimizer iterations {iterations!r} is not an int >= 0")
+    opt.load_state_arrays({k: model.backend.asarray(v) for k, v in state.items()}, iterations)
+    return opt
 
 
 def mlp(sizes, activation: str = "relu", output_activation: str | None = None,
@@ -313,3 +364,6 @@ def _activation(name):
         return activation(name)
     except ValueError as exc:
         raise ModelError(str(exc)) from None
+
+
+__all__ = ["ModelError", "Sequential", "load", "mlp"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import backend as _backend
+from .backend import table as _backend
 from .nn import losses
 from .nn import optim as optimizers
 
@@ -61,9 +61,9 @@ def _float64_copy(model):
     from .model import Sequential
 
     try:
-        target = _backend.get(model.backend.name, model.backend.device, "float64")
-    except _backend.BackendError:  # JAX without x64 mode: NumPy is the float64 reference
-        target = _backend.get("numpy", dtype="float64")
+        target = _backend.resolve(model.backend, dtype="float64")
+    except _backend.BackendError:  # JAX without x64 mode: the reference is the float64 one
+        target = _backend.get(_backend.REFERENCE, dtype="float64")
     twin = Sequential(*copy.deepcopy(model.layers), seed=model.seed, backend=target)
     twin.set_params({k: model.backend.to_numpy(v).astype(np.float64)
                      for k, v in model.params.items()})
@@ -89,19 +89,20 @@ def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: fl
     checks all). Raises AssertionError naming the worst parameter, its entry and both
     values when that error exceeds ``tolerance`` (unless ``raise_error=False``).
     """
-    loss_fn = losses.resolve(loss)
+    entry = losses.resolve(loss)
     twin = _float64_copy(model)
-    Xd = twin._inputs(X)
-    Td = twin._targets(y, loss, Xd.shape[0])
+    Xd = twin.device_inputs(X)
+    Td = twin.device_targets(y, entry, Xd.shape[0])
     xp, backend = twin.backend.xp, twin.backend
-    _, grads = twin._loss_and_grads_device(Xd, Td, loss_fn)
+    Y, backprops = twin.forward(Xd)
+    grads = twin.backward(entry(xp, Y, Td)[1], backprops)
     host = {k: backend.to_numpy(v).copy() for k, v in twin.params.items()}
     rng = np.random.default_rng(seed)
 
     def objective(name, value):
         params = dict(twin.params)
         params[name] = backend.asarray(value)
-        return float(loss_fn(xp, twin.forward(Xd, params)[0], Td)[0])
+        return float(entry(xp, twin.forward(Xd, params)[0], Td)[0])
 
     errors, checked, worst = {}, {}, (None, -1.0, (), 0.0, 0.0)
     for name, base in host.items():
@@ -170,12 +171,12 @@ def _optimizer_factory(optimizer, lr) -> Callable[[], optimizers.Optimizer]:
     return lambda: optimizers.resolve(optimizer, 0.01 if lr is None else lr)
 
 
-def _train(build, name, dtype, X, y, loss, make_opt, steps, batch_size, seed) -> dict:
-    with _backend.use(name, dtype=dtype):
+def _train(build, label, dtype, X, y, loss, make_opt, steps, batch_size, seed) -> dict:
+    with _backend.use(label, dtype=dtype) as expected:
         model = build()
-        if model.backend.name != name or model.backend.dtype_name != dtype:
+        if model.backend is not expected:
             raise ValueError(f"assert_parity: build() made a model on {model.backend!r}, not on "
-                             f"the current backend {name!r} ({dtype}); create it without a "
+                             f"the current backend {label!r} ({dtype}); create it without a "
                              "backend argument")
         model.fit(X, y, loss=loss, optimizer=make_opt(), epochs=steps, batch_size=batch_size,
                   seed=seed)
@@ -205,19 +206,19 @@ def assert_parity(build: Callable, X, y, backends: Iterable[str] | str = "availa
     names = _backend.available() if backends == "available" else list(backends)
     tolerance = PARITY_TOL[dtype] if tolerance is None else float(tolerance)
     make_opt = _optimizer_factory(optimizer, lr)
-    reference = _train(build, "numpy", dtype, X, y, loss, make_opt, steps, batch_size, seed)
+    reference = _train(build, _backend.REFERENCE, dtype, X, y, loss, make_opt, steps,
+                       batch_size, seed)
     diffs, skipped = {}, {}
-    for name in names:
-        name = _backend.canonical_name(name)
-        if name == "numpy":
+    for label in map(_backend.canonical_name, names):
+        if label == _backend.REFERENCE:
             continue
         try:
-            _backend.get(name, dtype=dtype)
+            _backend.get(label, dtype=dtype)
         except _backend.BackendError as exc:
-            skipped[name] = str(exc)
+            skipped[label] = str(exc)
             continue
-        params = _train(build, name, dtype, X, y, loss, make_opt, steps, batch_size, seed)
-        diffs[name] = {k: _gap(params[k], reference[k]) for k in reference}
+        params = _train(build, label, dtype, X, y, loss, make_opt, steps, batch_size, seed)
+        diffs[label] = {k: _gap(params[k], reference[k]) for k in reference}
     report = ParityReport(diffs, skipped, tolerance, dtype)
     if raise_error and not report.passed:
         backend, param, gap = report.worst

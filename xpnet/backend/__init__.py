@@ -8,16 +8,22 @@
 from .memory import OutOfMemoryError, explaining_out_of_memory, is_out_of_memory
 from .table import (
     NAMES,
+    REFERENCE,
     Backend,
     BackendError,
+    MissingBackendError,
+    UnknownBackendError,
     available,
     canonical_name,
     current,
+    fast_paths,
     get,
+    resolve,
     to_numpy,
     use,
 )
 
-__all__ = ["NAMES", "Backend", "BackendError", "OutOfMemoryError", "available",
-           "canonical_name", "current", "explaining_out_of_memory", "get", "is_out_of_memory",
+__all__ = ["NAMES", "REFERENCE", "Backend", "BackendError", "MissingBackendError",
+           "OutOfMemoryError", "UnknownBackendError", "available", "canonical_name", "current",
+           "explaining_out_of_memory", "fast_paths", "get", "is_out_of_memory", "resolve",
            "to_numpy", "use"]

@@ -20,14 +20,14 @@ def report() -> dict:
     """xpnet, Python and NumPy/BLAS versions, then each backend: usable (library version and
     devices) or not (the reason, one line)."""
     usable, unusable = [], []
-    for name in backends.NAMES:
+    for label in backends.NAMES:
         try:
-            backend = backends.get(name)
+            backend = backends.get(label)
         except Exception as exc:  # a broken install is as unusable as a missing one
-            unusable.append({"name": name, "reason": " ".join(str(exc).split())})
+            unusable.append({"name": label, "reason": " ".join(str(exc).split())})
             continue
-        usable.append({"name": name, "version": getattr(backend.lib, "__version__", "?"),
-                       "devices": _devices(name, backend)})
+        usable.append({"name": label, "version": getattr(backend.lib, "__version__", "?"),
+                       "devices": backend.devices()})
     return {"xpnet": __version__, "python": platform.python_version(),
             "system": platform.system(), "machine": platform.machine(),
             "numpy": np.__version__, "blas": _blas(), "usable": usable, "unusable": unusable}
@@ -53,33 +53,3 @@ def _blas() -> str:
         return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
     except Exception:  # older NumPy has no dict mode; the BLAS line is a nicety
         return "unknown"
-
-
-def _gib(n_bytes: int) -> str:
-    return f"{n_bytes / 2**30:.1f}"
-
-
-def _devices(name: str, backend) -> list[str]:
-    lib = backend.lib
-    if name == "torch":
-        if not lib.cuda.is_available():
-            return ["cpu (no CUDA device)"]
-        found = ["cpu"]
-        for i in range(lib.cuda.device_count()):
-            free, total = lib.cuda.mem_get_info(i)
-            found.append(f"cuda:{i} {lib.cuda.get_device_name(i)} "
-                         f"({_gib(free)} of {_gib(total)} GiB free)")
-        return found
-    if name == "cupy":
-        return [_cupy_device(lib, i) for i in range(lib.cuda.runtime.getDeviceCount())]
-    if name == "jax":
-        return [str(d) for d in lib.devices()]
-    return [str(backend.device)]
-
-
-def _cupy_device(lib, i: int) -> str:
-    props = lib.cuda.runtime.getDeviceProperties(i)
-    with lib.cuda.Device(i):
-        free, total = lib.cuda.runtime.memGetInfo()
-    label = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    return f"{i}: {label} ({_gib(free)} of {_gib(total)} GiB free)"

@@ -1,27 +1,28 @@
-"""Backend-specific fast paths for the hot operations of a step, switched by capability.
+"""Backend-specific fast paths for the hot operations of a step, chosen by the backend table.
 
-``kernels(backend)`` returns one object per backend with the same small interface:
+Every kernel object has the same small interface:
 
 - ``linear(X, W, b)``: ``X @ W + b`` (``b`` may be None);
-- ``relu(X, overwrite)``: ``max(X, 0)``, written into ``X`` when the caller owns it;
-- ``relu_grad(dY, Y)``: ``dY`` where ``Y > 0``, else 0;
+- ``matmul(A, B, out)`` / ``sum_rows(A, out)``: ``A @ B`` / ``sum(A, axis=0)``, written into
+  ``out`` when given (a view of the flat gradient buffer);
 - ``sgd_(p, g, lr)``: ``p -= lr * g`` in place (mutable backends only);
-- ``cross_entropy(Z, T)``: softmax cross-entropy loss and gradient (``losses.cross_entropy``);
-- ``all_finite(value, arrays)``: the divergence guard's check, one float read.
+- ``all_finite(value, arrays)``: the divergence guard's check, one float read;
+- ``relu``/``relu_grad``: None, or a fused ReLU and its gradient; the layer's own array-API
+  maths (in ``nn/layers.py``) runs where it is None;
+- ``losses``: fused loss-and-gradient overrides by loss name; the loss's own maths (in
+  ``nn/losses.py``) runs for every name not listed.
 
-``Portable`` is the reference: array API calls only, so it runs on every backend. The
-others do the same maths with what one library offers beyond the standard (``out=``,
-``addmm``, ``threshold_backward``, fused CuPy kernels) and are proven equal to
-``Portable`` by ``tests/test_fast.py``. Which one a backend gets is decided here, by
-capability, next to the backend table; ``XPNET_FAST=0`` forces the portable path.
+``Portable`` is the reference: array API calls only, so it runs on every backend, with no
+overrides. The others do the same maths with what one library offers beyond the standard
+(``out=``, ``addmm``, ``threshold_backward``, fused CuPy kernels) and are proven equal to
+the portable path by ``tests/test_fast.py``. Which one a backend gets is a column of the
+backend table (``table.py``); ``xn.fast_paths(False)`` gives every backend ``Portable``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import threading
-from typing import Any
 
 import numpy as np
 
@@ -44,13 +45,28 @@ class Portable:
             return Y
         return Y + b
 
-    def relu(self, X, overwrite: bool = False):
-        """``max(X, 0)``; with ``overwrite`` a fast path may write the result into ``X``."""
-        return self.xp.maximum(X, 0.0)
+    relu = None  # fused ReLU (X, overwrite) -> Y; None: the layer's own maths
+    relu_grad = None  # fused ReLU gradient (dY, Y) -> dX; None: the layer's own maths
+    adam_ = None  # fused in-place Adam update; None: the optimizer's own maths
 
-    def relu_grad(self, dY, Y):
-        """The ReLU gradient: ``dY`` where the output ``Y`` is positive, else 0."""
-        return self.xp.where(Y > 0, dY, 0.0)
+    @property
+    def losses(self) -> dict:
+        """Fused ``(Z, T) -> (loss, dZ)`` overrides by loss name (none on the portable path)."""
+        return {}
+
+    def matmul(self, A, B, out=None):
+        """``A @ B``, written into ``out`` when given."""
+        if out is None:
+            return A @ B
+        out[...] = A @ B
+        return out
+
+    def sum_rows(self, A, out=None):
+        """``sum(A, axis=0)``, written into ``out`` when given."""
+        if out is None:
+            return self.xp.sum(A, axis=0)
+        out[...] = self.xp.sum(A, axis=0)
+        return out
 
     def sgd_(self, p, g, lr: float):
         """``p -= lr * g`` in place; returns ``p``."""
@@ -78,6 +94,16 @@ class Portable:
             total = total + self.xp.sum(a)
         return float(total)
 
+
+
+class _Mutable(Portable):
+    """What every library that writes in place shares: the softmax cross-entropy gradient
+    formed in the exponentials' own array (one array instead of three)."""
+
+    @property
+    def losses(self) -> dict:
+        return {"cross_entropy": self.cross_entropy}
+
     def cross_entropy(self, Z, T):
         """Batch mean of -sum(T log softmax(Z)) and its gradient (softmax(Z) - T) / n."""
         xp = self.xp
@@ -90,15 +116,13 @@ class Portable:
         return loss, self._ce_grad(E, total, T, 1.0 / n)
 
     def _ce_grad(self, E, total, T, inv_n):
-        if self.inplace:  # E is ours: one array instead of three
-            E /= total
-            E -= T
-            E *= inv_n
-            return E
-        return (E / total - T) * inv_n
+        E /= total  # E is ours
+        E -= T
+        E *= inv_n
+        return E
 
 
-class NumPyKernels(Portable):
+class NumPyKernels(_Mutable):
     """NumPy: ``out=`` writes in place, so no temporaries for ReLU and the update."""
 
     name = "numpy"
@@ -120,6 +144,10 @@ class NumPyKernels(Portable):
         # (measured 25 vs 67 us on 784x512 float32); NaN and Inf propagate the same way.
         total = float(value)
         for a in arrays:
+            if a.ndim == 1 and a.size >= self._CHUNK and a.flags.c_contiguous:
+                rows = a.size // 1024 * 1024  # a flat buffer: its bulk as a matrix, then the tail
+                total += float(np.add.reduce(a[rows:]))
+                a = a[:rows].reshape(-1, 1024)
             if a.ndim == 2 and a.size >= self._CHUNK and a.flags.c_contiguous:
                 a = a @ self._ones(a.shape[1], a.dtype)
             total += float(np.add.reduce(a, axis=None))
@@ -130,6 +158,12 @@ class NumPyKernels(Portable):
         if ones is None:
             ones = self._ones_cache[(n, dtype)] = np.ones(n, dtype)
         return ones
+
+    def matmul(self, A, B, out=None):
+        return np.matmul(A, B, out=out)
+
+    def sum_rows(self, A, out=None):
+        return np.sum(A, axis=0, out=out)
 
     def relu(self, X, overwrite: bool = False):
         return np.maximum(X, 0.0, out=X if overwrite else None)
@@ -148,8 +182,46 @@ class NumPyKernels(Portable):
             flat_p[lo:lo + self._CHUNK] -= scaled
         return p
 
+    def adam_(self, p, g, m, v, b1, b2, step, root_correction, eps, decay):
+        """Adam's in-place update blockwise, with two cache-sized scratch arrays: one pass
+        over p, g, m and v instead of a full-size temporary per operation."""
+        arrays = (p, g, m, v)
+        if not all(a.flags.c_contiguous for a in arrays):
+            arrays = tuple(np.ascontiguousarray(a) for a in arrays)  # rare: copies, then back
+            self.adam_(*arrays, b1, b2, step, root_correction, eps, decay)
+            for target, done in zip((p, m, v), (arrays[0], arrays[2], arrays[3]), strict=True):
+                target[...] = done
+            return p
+        flat = [a.reshape(-1) for a in arrays]
+        t, u = self._buffer(p.dtype), self._scratch(p.dtype)
+        inv_root = 1.0 / root_correction
+        for lo in range(0, flat[0].size, self._CHUNK):
+            pc, gc, mc, vc = (a[lo:lo + self._CHUNK] for a in flat)
+            tc, uc = t[: pc.size], u[: pc.size]
+            mc *= b1
+            mc += np.multiply(gc, 1.0 - b1, out=tc)
+            vc *= b2
+            np.multiply(gc, gc, out=tc)
+            tc *= 1.0 - b2
+            vc += tc
+            if decay != 1.0:
+                pc *= decay
+            np.sqrt(vc, out=uc)
+            uc *= inv_root
+            uc += eps
+            np.divide(mc, uc, out=uc)
+            uc *= step
+            pc -= uc
+        return p
 
-class TorchKernels(Portable):
+    def _scratch(self, dtype):
+        buf = getattr(self._local, "scratch", None)
+        if buf is None or buf.dtype != dtype:
+            buf = self._local.scratch = np.empty(self._CHUNK, dtype)
+        return buf
+
+
+class TorchKernels(_Mutable):
     """torch: fused ``addmm``, ``relu_``, ``threshold_backward`` and ``add_(alpha=)``."""
 
     name = "torch"
@@ -163,6 +235,12 @@ class TorchKernels(Portable):
             return X @ W
         return self.torch.addmm(b, X, W)
 
+    def matmul(self, A, B, out=None):
+        return self.torch.matmul(A, B, out=out) if out is not None else A @ B
+
+    def sum_rows(self, A, out=None):
+        return self.torch.sum(A, dim=0, out=out) if out is not None else self.torch.sum(A, 0)
+
     def relu(self, X, overwrite: bool = False):
         return self.torch.relu_(X) if overwrite else self.torch.relu(X)
 
@@ -173,8 +251,17 @@ class TorchKernels(Portable):
     def sgd_(self, p, g, lr: float):
         return p.add_(g, alpha=-lr)
 
+    def adam_(self, p, g, m, v, b1, b2, step, root_correction, eps, decay):
+        """Adam in place with torch's fused ``addcmul_``/``addcdiv_``: two temporaries."""
+        m.mul_(b1).add_(g, alpha=1.0 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+        if decay != 1.0:
+            p.mul_(decay)
+        denom = self.torch.sqrt(v).div_(root_correction).add_(eps)
+        return p.addcdiv_(m, denom, value=-step)
 
-class CuPyKernels(Portable):
+
+class CuPyKernels(_Mutable):
     """CuPy: one fused elementwise kernel per operation (fewer launches, one pass each)."""
 
     name = "cupy"
@@ -195,6 +282,12 @@ class CuPyKernels(Portable):
             self._bias_add(b, Y)
         return Y
 
+    def matmul(self, A, B, out=None):
+        return self.cp.matmul(A, B, out=out)
+
+    def sum_rows(self, A, out=None):
+        return self.cp.sum(A, axis=0, out=out)
+
     def relu(self, X, overwrite: bool = False):
         return self.cp.maximum(X, 0, out=X if overwrite else None)
 
@@ -210,33 +303,4 @@ class CuPyKernels(Portable):
         return self._ce_grad_kernel(E, total, T, E.dtype.type(inv_n))
 
 
-_cache: dict[Any, Portable] = {}
-
-
-def kernels(backend) -> Portable:
-    """The fast paths for ``backend`` (cached): its library's own where it has one."""
-    key = (backend.name, str(backend.device), backend.dtype_name)
-    found = _cache.get(key)
-    if found is None:
-        found = _cache[key] = _select(backend)
-    return found
-
-
-def _select(backend) -> Portable:
-    if os.environ.get("XPNET_FAST", "1") == "0":
-        return Portable(backend.xp, backend.inplace)
-    if backend.name == "numpy":
-        return NumPyKernels(backend.xp, backend.inplace)
-    if backend.name == "torch":
-        return TorchKernels(backend.xp, backend.inplace, backend.lib)
-    if backend.name == "cupy" and hasattr(backend.lib, "ElementwiseKernel"):
-        return CuPyKernels(backend.xp, backend.inplace, backend.lib)
-    return Portable(backend.xp, backend.inplace)
-
-
-def portable(backend) -> Portable:
-    """The reference path for ``backend`` (for parity tests and ``XPNET_FAST=0``)."""
-    return Portable(backend.xp, backend.inplace)
-
-
-__all__ = ["kernels", "portable", "Portable", "NumPyKernels", "TorchKernels", "CuPyKernels"]
+__all__ = ["Portable", "NumPyKernels", "TorchKernels", "CuPyKernels"]

@@ -66,16 +66,13 @@ def out_of_memory_error(exc: BaseException, backend: Backend, what: str, batch_s
     batch = n_samples if batch_size is None else min(batch_size, n_samples)
     params = n_params * item
     activations = batch * sum(widths) * item
-    pool = (" CuPy also keeps freed blocks in its pool: "
-            "cupy.get_default_memory_pool().free_all_blocks() returns them."
-            if backend.name == "cupy" else "")
     return OutOfMemoryError(
         f"{backend.name} ran out of memory on {backend.device} during {what} with "
         f"batch_size={batch_size} ({n_samples} samples held on the device) and a model of "
         f"{n_params:,} parameters ({_size(params)} in {backend.dtype_name}; training adds "
         f"gradients and optimizer state of up to 3x that, and about {_size(activations)} of "
         f"activations per batch). Lower batch_size first, then the layer widths; use "
-        f"float32 rather than float64, or pass the data in smaller parts.{pool} "
+        f"float32 rather than float64, or pass the data in smaller parts.{backend.oom_hint} "
         f"({type(exc).__name__}: {exc})"
     )
 
@@ -88,10 +85,7 @@ def explaining_out_of_memory(model, what: str, batch_size, n_samples: int):
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
-        n_params = sum(math.prod(tuple(p.shape)) for p in model.params.values())
-        widths, width = [model.n_in or 0], model.n_in
-        for layer in model.layers:
-            width = layer.out_width(width)
-            widths.append(width or 0)
+        n_params = sum(math.prod(shape) for shape in model.layout.shapes.values())
+        widths = model.widths
         raise out_of_memory_error(exc, model.backend, what, batch_size, n_samples, n_params,
                                   widths) from exc

@@ -1,9 +1,12 @@
 """The backend table: the one place where array libraries differ.
 
-Everything else in xpnet computes through ``backend.xp`` (an array-API namespace).
-What the standard leaves open lives here, one small row per library: import
-name, default device, host transfer, device synchronisation, whether arrays can
-be written in place, and whether a GPU is there.
+Everything else in xpnet computes through ``backend.xp`` (an array-API namespace) and asks
+a ``Backend`` for what the standard leaves open: each answer is a column of one small row
+per library (import name, namespace, devices, host copies, synchronisation, in-place
+writes, parameter views, GPU or not, whether reading a scalar is cheap, which fast
+kernels, whether the step can be traced, the out-of-memory hint, free device memory).
+Code outside this module never branches on a backend's name; a test reads the source to
+hold that.
 
 The active backend is per thread: ``use()`` in one thread never changes another
 thread's backend, and because IPython runs every cell on the same main thread a
@@ -13,6 +16,7 @@ runs each cell in a fresh context copy).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -23,32 +27,40 @@ from typing import Any
 
 import numpy as np
 
-# Out-of-memory translation lives in memory.py; its names stay importable from here.
-from .memory import OutOfMemoryError as OutOfMemoryError
-from .memory import explaining_out_of_memory as explaining_out_of_memory
-from .memory import is_out_of_memory as is_out_of_memory
-from .memory import out_of_memory_error as out_of_memory_error
+from . import kernels as _kernels
 
-__all__ = ["Backend", "BackendError", "OutOfMemoryError", "use", "current", "available", "get",
-           "NAMES"]
+__all__ = ["Backend", "BackendError", "UnknownBackendError", "MissingBackendError", "use",
+           "current", "available", "get", "resolve", "fast_paths", "NAMES", "REFERENCE"]
 
 NAMES = ("numpy", "cupy", "torch", "jax", "array_api_strict")
+REFERENCE = "numpy"  # the backend every other one is compared against (parity, float64 checks)
 _DTYPES = ("float32", "float64")
 
 
 class BackendError(RuntimeError):
-    """A backend cannot be used here (unknown name, library missing, no device)."""
+    """A backend cannot be used here (unknown name, library missing, no device).
+
+    Unknown names and bad arguments raise ``UnknownBackendError`` (also a ``ValueError``),
+    a missing library ``MissingBackendError`` (also an ``ImportError``), so code that
+    catches the standard exceptions catches them too.
+    """
+
+
+class UnknownBackendError(BackendError, ValueError):
+    """An unknown backend name, device or dtype."""
+
+
+class MissingBackendError(BackendError, ImportError):
+    """The backend's library is not installed."""
 
 
 # --------------------------------------------------------------------------- the table
-# Each row: the module to import, the pip extra that installs it, how to resolve a device,
-# how to copy an array to a host NumPy array, how to wait for queued work, and whether
-# arrays may be updated in place. Functions take the imported library module.
+# Functions take the imported library module (and a resolved device where they need one).
 
 
 def _numpy_device(lib, device):
     if device not in (None, "cpu"):
-        raise BackendError(f"backend 'numpy' runs on the CPU only; got device={device!r}")
+        raise UnknownBackendError(f"backend 'numpy' runs on the CPU only; got device={device!r}")
     return "cpu"
 
 
@@ -61,16 +73,18 @@ def _cupy_device(lib, device):
         )
     if device in (None, "cuda", "gpu"):
         index = 0
-    elif isinstance(device, str) and device.startswith("cuda:"):
-        index = int(device.split(":", 1)[1])
-    elif isinstance(device, int):
+    elif isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
+        index = int(device[5:])
+    elif isinstance(device, int) and not isinstance(device, bool):
         index = device
     elif hasattr(device, "id"):
         index = int(device.id)
     else:
-        raise BackendError(f"backend 'cupy' takes device=<int> or 'cuda:<int>'; got {device!r}")
+        raise UnknownBackendError(
+            f"backend 'cupy' takes device=<int> or 'cuda:<int>'; got {device!r}")
     if not 0 <= index < count:
-        raise BackendError(f"backend 'cupy': device {index} does not exist ({count} visible)")
+        raise UnknownBackendError(
+            f"backend 'cupy': device {index} does not exist ({count} visible)")
     return lib.cuda.Device(index)
 
 
@@ -87,12 +101,13 @@ def _torch_device(lib, device):
     try:
         dev = lib.device(device) if not isinstance(device, lib.device) else device
     except (RuntimeError, TypeError):  # torch's own message lists 20 device kinds
-        raise BackendError(
+        raise UnknownBackendError(
             f"backend 'torch' takes device 'cpu' or 'cuda[:n]'; got {device!r}") from None
     if dev.type == "cuda" and not lib.cuda.is_available():
         raise BackendError("backend 'torch' with device='cuda': torch sees no CUDA device here")
     if dev.type not in ("cpu", "cuda"):
-        raise BackendError(f"backend 'torch' takes device 'cpu' or 'cuda[:n]'; got {device!r}")
+        raise UnknownBackendError(
+            f"backend 'torch' takes device 'cpu' or 'cuda[:n]'; got {device!r}")
     return dev
 
 
@@ -107,8 +122,8 @@ def _jax_device(lib, device):
         except RuntimeError as exc:
             raise BackendError(f"backend 'jax': no {kind!r} device here ({exc})") from None
         if not (index or "0").isdigit() or int(index or 0) >= len(devices):
-            raise BackendError(f"backend 'jax': no device {device!r} here; "
-                               f"{kind} devices: {[str(d) for d in devices]}")
+            raise UnknownBackendError(f"backend 'jax': no device {device!r} here; "
+                                      f"{kind} devices: {[str(d) for d in devices]}")
         return devices[int(index or 0)]
     return device
 
@@ -117,8 +132,27 @@ def _strict_device(lib, device):
     if device is None:
         return lib.Device("CPU_DEVICE")
     if isinstance(device, str):
-        return lib.Device(device)
+        try:
+            return lib.Device(device)
+        except ValueError as exc:
+            raise UnknownBackendError(f"backend 'array_api_strict': {exc}") from None
     return device
+
+
+def _compat_namespace(name):
+    return lambda lib: importlib.import_module(f"array_api_compat.{name}")
+
+
+def _jax_namespace(lib):
+    return importlib.import_module("jax.numpy")
+
+
+def _jax_dtype_check(lib, dtype_name):
+    if dtype_name == "float64" and not lib.config.jax_enable_x64:
+        raise BackendError(
+            "backend 'jax' with dtype='float64' needs 64-bit mode: set JAX_ENABLE_X64=1 "
+            "before importing jax, or call jax.config.update('jax_enable_x64', True)"
+        )
 
 
 def _sync_cupy(lib, device):
@@ -128,6 +162,10 @@ def _sync_cupy(lib, device):
 def _sync_torch(lib, device):
     if device.type == "cuda":
         lib.cuda.synchronize(device)
+
+
+def _sync_jax(lib, device):
+    lib.effects_barrier()
 
 
 def _portable_default(lib, device):
@@ -168,41 +206,201 @@ def _to_numpy_strict(lib, x):
     return np.asarray(x.to_device(lib.Device("CPU_DEVICE")))
 
 
+def _never(lib, device) -> bool:
+    return False
+
+
+def _always(lib, device) -> bool:
+    return True
+
+
+def _torch_is_gpu(lib, device) -> bool:
+    return device.type == "cuda"
+
+
+def _jax_is_gpu(lib, device) -> bool:
+    return getattr(device, "platform", "cpu") != "cpu"
+
+
+def _host_free_bytes(lib, device) -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None: unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cupy_free_bytes(lib, device) -> int | None:
+    with device:
+        free, _ = lib.cuda.runtime.memGetInfo()
+    pool = lib.get_default_memory_pool()  # cached blocks are free to xpnet too
+    return int(free) + int(pool.total_bytes() - pool.used_bytes())
+
+
+def _torch_free_bytes(lib, device) -> int | None:
+    if device.type != "cuda":
+        return _host_free_bytes(lib, device)
+    free, _ = lib.cuda.mem_get_info(device)
+    return int(free)
+
+
+def _unknown_free_bytes(lib, device) -> int | None:
+    return None
+
+
+def _jax_free_bytes(lib, device) -> int | None:
+    if getattr(device, "platform", "cpu") == "cpu":
+        return _host_free_bytes(lib, device)
+    stats = device.memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    return None if limit is None else int(limit - stats.get("bytes_in_use", 0))
+
+
+def _gib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f}"
+
+
+def _torch_devices(lib) -> list[str]:
+    if not lib.cuda.is_available():
+        return ["cpu (no CUDA device)"]
+    found = ["cpu"]
+    for i in range(lib.cuda.device_count()):
+        free, total = lib.cuda.mem_get_info(i)
+        found.append(f"cuda:{i} {lib.cuda.get_device_name(i)} "
+                     f"({_gib(free)} of {_gib(total)} GiB free)")
+    return found
+
+
+def _cupy_devices(lib) -> list[str]:
+    found = []
+    for i in range(lib.cuda.runtime.getDeviceCount()):
+        props = lib.cuda.runtime.getDeviceProperties(i)
+        with lib.cuda.Device(i):
+            free, total = lib.cuda.runtime.memGetInfo()
+        label = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        found.append(f"{i}: {label} ({_gib(free)} of {_gib(total)} GiB free)")
+    return found
+
+
+def _jax_devices(lib) -> list[str]:
+    return [str(d) for d in lib.devices()]
+
+
+def _cupy_kernels(backend):
+    if hasattr(backend.lib, "ElementwiseKernel"):
+        return _kernels.CuPyKernels(backend.xp, backend.inplace, backend.lib)
+    return _kernels.Portable(backend.xp, backend.inplace)
+
+
+def _jax_trace(lib, fn):
+    return lib.jit(fn)
+
+
+def _numpy_quiet(lib):
+    return np.errstate(all="ignore")  # thread-local; array_api_strict computes with NumPy too
+
+
+def _no_warnings(lib):
+    return contextlib.nullcontext()
+
+
 @dataclass(frozen=True)
 class _Row:
-    module: str
-    extra: str
+    module: str  # what to import
+    extra: str  # the pip extra(s) that install it, "a or b"
+    namespace: Callable[[Any], Any]  # the library -> its array-API namespace
     resolve_device: Callable[[Any, Any], Any]
     to_numpy: Callable[[Any, Any], np.ndarray] = _to_numpy_default
     sync: Callable[[Any, Any], None] | None = None
-    inplace: bool = True
-    gpu: bool = False
+    inplace: bool = True  # arrays may be written in place (False: update functionally)
+    views: bool = True  # reshaped slices of one buffer are views (flat parameter buffers)
+    is_gpu: Callable[[Any, Any], bool] = _never
+    async_dispatch: bool = False  # work is queued: reading a scalar waits for it
+    kernels: Callable[[Backend], Any] = lambda b: _kernels.Portable(b.xp, b.inplace)
+    trace: Callable[[Any, Callable], Callable] | None = None  # trace a pure step once
+    check_dtype: Callable[[Any, str], None] | None = None
     plain: Callable[[Any], Any] | None = None  # drops autograd history (torch)
     portable: Callable[[Any, Any], Any] = _portable_default  # a device as get() accepts it
+    free_bytes: Callable[[Any, Any], int | None] = _host_free_bytes
+    devices: Callable[[Any], list[str]] | None = None  # for the info report
+    oom_hint: str = ""  # appended to out-of-memory messages
+    # silences the library's floating-point warnings (the divergence guard reports instead)
+    quiet: Callable[[Any], Any] = _no_warnings
 
 
 _TABLE: dict[str, _Row] = {
-    "numpy": _Row("numpy", "numpy", _numpy_device),
-    "cupy": _Row("cupy", "cupy-cuda12 or cupy-cuda13", _cupy_device, _to_numpy_cupy,
-                 _sync_cupy, gpu=True, portable=_portable_cupy),
-    "torch": _Row("torch", "torch", _torch_device, _to_numpy_torch, _sync_torch,
-                  plain=lambda x: x.detach(), portable=_portable_torch),
-    "jax": _Row("jax", "jax", _jax_device, inplace=False, portable=_portable_jax),
-    "array_api_strict": _Row("array_api_strict", "strict", _strict_device,
-                             _to_numpy_strict, portable=_portable_strict),
+    "numpy": _Row("numpy", "numpy", _compat_namespace("numpy"), _numpy_device,
+                  kernels=lambda b: _kernels.NumPyKernels(b.xp, b.inplace), quiet=_numpy_quiet),
+    "cupy": _Row("cupy", "cupy-cuda12 or cupy-cuda13", _compat_namespace("cupy"), _cupy_device,
+                 _to_numpy_cupy, _sync_cupy, is_gpu=_always, kernels=_cupy_kernels,
+                 portable=_portable_cupy, free_bytes=_cupy_free_bytes, devices=_cupy_devices,
+                 oom_hint=" CuPy also keeps freed blocks in its pool: "
+                          "cupy.get_default_memory_pool().free_all_blocks() returns them."),
+    "torch": _Row("torch", "torch", _compat_namespace("torch"), _torch_device, _to_numpy_torch,
+                  _sync_torch, is_gpu=_torch_is_gpu,
+                  kernels=lambda b: _kernels.TorchKernels(b.xp, b.inplace, b.lib),
+                  plain=lambda x: x.detach(), portable=_portable_torch,
+                  free_bytes=_torch_free_bytes, devices=_torch_devices),
+    "jax": _Row("jax", "jax", _jax_namespace, _jax_device, sync=_sync_jax, inplace=False,
+                views=False, is_gpu=_jax_is_gpu, async_dispatch=True, trace=_jax_trace,
+                check_dtype=_jax_dtype_check, portable=_portable_jax,
+                free_bytes=_jax_free_bytes, devices=_jax_devices),
+    # the standard promises no views, so strict keeps one array per parameter
+    "array_api_strict": _Row("array_api_strict", "strict", lambda lib: lib, _strict_device,
+                             _to_numpy_strict, views=False, portable=_portable_strict,
+                             free_bytes=_unknown_free_bytes, quiet=_numpy_quiet),
 }
 _ALIASES = {"strict": "array_api_strict", "array-api-strict": "array_api_strict"}
 
 
-def _namespace(name: str, lib):
-    """The array-API namespace for a library: compat wrappers where the library needs them."""
-    if name == "jax":
-        import jax.numpy as jnp
+# --------------------------------------------------------------------------- fast paths
 
-        return jnp
-    if name == "array_api_strict":
-        return lib
-    return importlib.import_module(f"array_api_compat.{name}")
+_fast_local = threading.local()
+
+
+def _fast_default() -> bool:
+    return os.environ.get("XPNET_FAST", "1") != "0"
+
+
+class _FastPaths:
+    """What ``fast_paths(enabled)`` returns: restores the previous setting as a context."""
+
+    def __init__(self, previous: bool | None):
+        self._previous = previous
+
+    def __enter__(self) -> _FastPaths:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _fast_local.enabled = self._previous
+
+    def __bool__(self) -> bool:
+        return fast_paths_enabled()
+
+
+def fast_paths(enabled: bool) -> _FastPaths:
+    """Switch the backends' fast paths (fused kernels, the traced JAX step) on or off.
+
+    Off, every backend runs the portable array-API code, which the fast paths are proven
+    equal to. A plain call holds for this thread; ``with xn.fast_paths(False): ...``
+    restores the previous setting on exit. The starting value comes from ``XPNET_FAST``
+    ("0" turns them off); this is the one place that reads it.
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"fast_paths takes True or False; got {enabled!r}")
+    previous = getattr(_fast_local, "enabled", None)
+    _fast_local.enabled = enabled
+    return _FastPaths(previous)
+
+
+def fast_paths_enabled() -> bool:
+    """Whether this thread's steps use the fast paths (see ``fast_paths``)."""
+    enabled = getattr(_fast_local, "enabled", None)
+    return _fast_default() if enabled is None else enabled
 
 
 # --------------------------------------------------------------------------- Backend
@@ -212,7 +410,8 @@ def _namespace(name: str, lib):
 class Backend:
     """One resolved backend: ``name``, array namespace ``xp``, ``device`` and float ``dtype``.
 
-    ``inplace`` says whether parameters may be updated in place (False on JAX).
+    Its properties answer what the standard leaves open, each from the backend table:
+    ``inplace``, ``views``, ``is_gpu``, ``cheap_reads``, ``kernels``, ``can_trace``.
     ``asarray`` copies host data onto the device (never aliasing the source),
     ``to_numpy`` copies back, ``sync`` waits for queued device work.
     """
@@ -224,6 +423,7 @@ class Backend:
     dtype_name: str
     lib: Any = field(repr=False)
     row: _Row = field(repr=False)
+    _kernels: dict = field(default_factory=dict, repr=False)
 
     @property
     def inplace(self) -> bool:
@@ -231,13 +431,64 @@ class Backend:
         return self.row.inplace
 
     @property
+    def views(self) -> bool:
+        """Whether parameters can live as views of one flat buffer (not JAX, not strict)."""
+        return self.row.views
+
+    @property
     def is_gpu(self) -> bool:
-        """Whether arrays live on a GPU (reading a scalar there is a device sync)."""
-        if self.name == "torch":
-            return self.device.type == "cuda"
-        if self.name == "jax":
-            return getattr(self.device, "platform", "cpu") != "cpu"
-        return self.row.gpu
+        """Whether arrays live on a GPU."""
+        return self.row.is_gpu(self.lib, self.device)
+
+    @property
+    def cheap_reads(self) -> bool:
+        """Whether reading a scalar costs nothing extra: no GPU, no queued work. Where it is
+        False each ``float()`` of a device value waits for the device (a sync)."""
+        return not (self.is_gpu or self.row.async_dispatch)
+
+    @property
+    def kernels(self):
+        """The fast paths for this backend (portable ones when ``fast_paths`` is off)."""
+        fast = fast_paths_enabled()
+        found = self._kernels.get(fast)
+        if found is None:
+            found = self._kernels[fast] = (self.row.kernels(self) if fast
+                                           else _kernels.Portable(self.xp, self.inplace))
+        return found
+
+    @property
+    def can_trace(self) -> bool:
+        """Whether a pure training step can be traced once and replayed (JAX, fast paths on)."""
+        return self.row.trace is not None and fast_paths_enabled()
+
+    def trace(self, fn: Callable) -> Callable:
+        """``fn`` traced by the library (``jax.jit``); only where ``can_trace``."""
+        if self.row.trace is None:
+            raise BackendError(f"backend {self.name!r} cannot trace a step")
+        return self.row.trace(self.lib, fn)
+
+    @property
+    def oom_hint(self) -> str:
+        """What to add to an out-of-memory message on this backend (may be empty)."""
+        return self.row.oom_hint
+
+    def quiet(self):
+        """A context in which the library's floating-point warnings (overflow, invalid value)
+        are silenced: inside a training step the divergence guard reports them instead."""
+        return self.row.quiet(self.lib)
+
+    def free_bytes(self) -> int | None:
+        """Bytes free where this backend's arrays live (None: unknown)."""
+        try:
+            return self.row.free_bytes(self.lib, self.device)
+        except Exception:  # a failed query must never stop training: unknown
+            return None
+
+    def devices(self) -> list[str]:
+        """Every device of this backend's library, with free memory where it is known."""
+        if self.row.devices is None:
+            return [str(self.device)]
+        return self.row.devices(self.lib)
 
     def asarray(self, data, dtype=None, copy: bool = True):
         """``data`` (host or any backend's array) as a new array on this backend and device."""
@@ -259,8 +510,6 @@ class Backend:
         """Wait until queued work on the device is done (for honest timing)."""
         if self.row.sync is not None:
             self.row.sync(self.lib, self.device)
-        elif self.name == "jax":
-            self.lib.effects_barrier()
 
     def owns(self, x) -> bool:
         """True when ``x`` is an array of this backend's library on this backend's device."""
@@ -301,10 +550,11 @@ def _namespace_name(xp) -> str:
 def canonical_name(name: str) -> str:
     """The table name for ``name`` (accepts 'strict' for array_api_strict)."""
     if not isinstance(name, str):
-        raise BackendError(f"backend name must be a string; got {type(name).__name__}")
+        raise UnknownBackendError(f"backend name must be a string; got {type(name).__name__}")
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in _TABLE:
-        raise BackendError(f"unknown backend {name!r}; known backends: {', '.join(NAMES)}")
+        raise UnknownBackendError(
+            f"unknown backend {name!r}; known backends: {', '.join(NAMES)}")
     return key
 
 
@@ -312,9 +562,9 @@ def _import(name: str):
     row = _TABLE[name]
     try:
         lib = importlib.import_module(row.module)
-        ns = _namespace(name, lib)
+        ns = row.namespace(lib)
     except ImportError as exc:
-        raise BackendError(
+        raise MissingBackendError(
             f"backend {name!r} needs the {row.module!r} package, which is not installed "
             f"({exc}); install it with: "
             + " or ".join(f"pip install 'xpnet[{e}]'" for e in row.extra.split(" or "))
@@ -326,32 +576,50 @@ _cache: dict[tuple, Backend] = {}
 _cache_lock = threading.Lock()
 
 
+def _dtype_name(dtype) -> str:
+    name = "float32" if dtype is None else str(getattr(dtype, "__name__", dtype))
+    name = name.replace("torch.", "")
+    if name not in _DTYPES:
+        raise UnknownBackendError(f"dtype must be one of {_DTYPES}; got {dtype!r}")
+    return name
+
+
 def get(name: str = "numpy", device: Any = None, dtype: str | None = None) -> Backend:
     """Resolve (and cache) a Backend without making it current."""
     name = canonical_name(name)
-    dtype_name = "float32" if dtype is None else str(getattr(dtype, "__name__", dtype))
-    dtype_name = dtype_name.replace("torch.", "")
-    if dtype_name not in _DTYPES:
-        raise BackendError(f"dtype must be one of {_DTYPES}; got {dtype!r}")
+    dtype_name = _dtype_name(dtype)
     key = (name, str(device), dtype_name)
     cached = _cache.get(key)
     if cached is not None:
         return cached
     lib, xp = _import(name)
-    dev = _TABLE[name].resolve_device(lib, device)
-    if dtype_name == "float64" and name == "jax" and not lib.config.jax_enable_x64:
-        raise BackendError(
-            "backend 'jax' with dtype='float64' needs 64-bit mode: set JAX_ENABLE_X64=1 "
-            "before importing jax, or call jax.config.update('jax_enable_x64', True)"
-        )
+    row = _TABLE[name]
+    dev = row.resolve_device(lib, device)
+    if row.check_dtype is not None:
+        row.check_dtype(lib, dtype_name)
     # One Backend per resolved device: get("torch") and get("torch", "cpu") (what an unpickled
     # model asks for) are the same object, so models compare and share kernels as before.
     resolved = ("resolved", name, type(dev).__name__, str(dev), dtype_name)
     with _cache_lock:
         backend = _cache.get(resolved) or Backend(
-            name, xp, dev, getattr(xp, dtype_name), dtype_name, lib, _TABLE[name])
+            name, xp, dev, getattr(xp, dtype_name), dtype_name, lib, row)
         _cache[key] = _cache[resolved] = backend
     return backend
+
+
+def resolve(backend: Any = None, device: Any = None, dtype: str | None = None) -> Backend:
+    """A Backend from what a user may pass: None (the current one), a name, a Backend or
+    what ``use()`` returned, with ``device`` and ``dtype`` overriding its own."""
+    if isinstance(backend, _Using):
+        backend = backend.backend
+    if backend is None:
+        backend = current()
+    if isinstance(backend, Backend):
+        if device is None and dtype is None:
+            return backend
+        return get(backend.name, backend.device if device is None else device,
+                   dtype or backend.dtype_name)
+    return get(backend, device, dtype)
 
 
 # --------------------------------------------------------------------------- current backend
@@ -360,7 +628,13 @@ _local = threading.local()
 
 
 def _default() -> Backend:
-    return get(os.environ.get("XPNET_BACKEND") or "numpy")
+    name = os.environ.get("XPNET_BACKEND")
+    if not name:
+        return get("numpy")
+    try:
+        return get(name)
+    except BackendError as exc:
+        raise type(exc)(f"XPNET_BACKEND={name!r} in the environment: {exc}") from None
 
 
 def current() -> Backend:
@@ -409,14 +683,14 @@ def use(name: str | Backend = "numpy", device: Any = None, dtype: str | None = N
 
 def available() -> list[str]:
     """Backend names usable here now (cupy only with a CUDA device)."""
-    names = []
-    for name in NAMES:
+    usable = []
+    for candidate in NAMES:
         try:
-            get(name)
-        except (BackendError, Exception):  # broken installs count as unavailable too
+            get(candidate)
+        except Exception:  # broken installs count as unavailable too
             continue
-        names.append(name)
-    return names
+        usable.append(candidate)
+    return usable
 
 
 def to_numpy(x) -> np.ndarray:

@@ -20,10 +20,6 @@ import zipfile
 
 import numpy as np
 
-from .. import backend as backends
-from ..nn import optim as optimizers
-from ..nn.layers import from_config
-
 FORMAT, VERSION = "xpnet", 1
 _META = "__xpnet__"
 _SEAL = b"xpnet-sha256:"  # the zip comment: this tag and the hex SHA-256 of all bytes before it
@@ -176,61 +172,10 @@ def _check_meta(meta: dict, arrays: dict, path: str) -> None:
             raise CheckpointError(f"{path!r}: array {name!r} has dtype {a.dtype}, not float")
 
 
-def load(path, backend=None, device=None, dtype: str | None = None):
-    """Read a checkpoint onto ``backend`` (default: the current one) with its saved dtype."""
-    from ..model import ModelError, Sequential
+def read(path) -> tuple[dict, dict[str, np.ndarray]]:
+    """The checked metadata and host arrays of the checkpoint at ``path``.
 
-    path = os.fspath(path)
-    meta, arrays = _read(path)
-    try:
-        layers = [from_config(spec["type"], spec["config"]) for spec in meta["layers"]]
-        dtype = dtype or meta["dtype"]
-        model = Sequential(*layers, seed=meta.get("seed"), backend=_target(backend, device),
-                           dtype=dtype)
-        model.set_params({k[len("param/"):]: v for k, v in arrays.items()
-                          if k.startswith("param/")})
-        spec = meta.get("optimizer")
-        if spec is not None:
-            cls = {"SGD": optimizers.SGD, "Adam": optimizers.Adam}[spec["type"]]
-            opt = cls(**spec["config"])
-            expected = {f"{p}/{slot}": model.params[p].shape
-                        for p in model.params for slot in _slots(opt)}
-            state = {k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")}
-            for k, v in state.items():
-                if k not in expected or tuple(v.shape) != tuple(expected[k]):
-                    raise CheckpointError(f"{path!r}: optimizer state {k!r} does not fit the model")
-            if state and state.keys() != expected.keys():  # all slots or none (before a step)
-                raise CheckpointError(f"{path!r}: optimizer state lacks "
-                                      f"{sorted(expected.keys() - state.keys())}")
-            iterations = spec["iterations"]
-            if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-                raise CheckpointError(f"{path!r}: optimizer iterations {iterations!r} is not an "
-                                      "int >= 0")
-            opt.load_state_arrays({k: model.backend.asarray(v) for k, v in state.items()},
-                                  iterations)
-            model.optimizer = opt
-    except CheckpointError:
-        raise
-    except (ModelError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise CheckpointError(
-            f"{path!r} has an invalid architecture or parameters: {exc}") from None
-    return model
-
-
-def _slots(opt) -> tuple[str, ...]:
-    if isinstance(opt, optimizers.Adam):
-        return ("m", "v")
-    return ("momentum",) if opt.momentum else ()
-
-
-def _target(backend, device):
-    if backend is None and device is None:
-        return None
-    if backend is None:
-        return backends.get(backends.current().name, device)
-    return backend if isinstance(backend, backends.Backend) else backends.get(backend, device)
-
-
-def is_checkpoint(path) -> bool:
-    """True when ``path`` looks like an npz (zip) file; a cheap check before ``load``."""
-    return zipfile.is_zipfile(os.fspath(path))
+    Raises CheckpointError for anything that is not a complete, consistent xpnet
+    checkpoint; building a model from the result is ``xpnet.load``'s part.
+    """
+    return _read(os.fspath(path))

@@ -3,7 +3,12 @@
 ``backprop(dY, need_dX=True)`` returns ``(dX, grads)``: the gradient for the layer's
 input (``None`` when not needed, which saves the first layer's largest GEMM) and a
 dict of parameter gradients with the same names as ``params``. The closure keeps
-exactly what the backward pass needs, nothing else. All math goes through ``ctx.xp``.
+exactly what the backward pass needs, nothing else. All math goes through ``ctx.xp``;
+where the backend's kernels offer a fused version of an operation (``ctx.kernels``), the
+layer takes it, and the maths written here is the reference it is proven equal to.
+
+``LAYERS`` is the registry ``load`` rebuilds layers from; ``register_layer`` adds a user's
+own Layer subclass to it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..backend.kernels import Portable
 from . import init as initializers
 
 Backprop = Callable[..., tuple[Any, dict]]
@@ -26,20 +32,14 @@ class Pass:
     backend: Any
     training: bool = False
     rng: Any = None  # host numpy Generator, for dropout masks
-    kernels: Any = None  # fast.kernels(backend): the hot operations (portable when None)
+    kernels: Any = None  # backend.kernels: the hot operations (portable when None)
     fresh: bool = False  # X is a temporary the model owns: the layer may overwrite it
+    grads_out: dict | None = None  # where this layer may write its parameter gradients
 
     def __post_init__(self):
         if self.kernels is None:
-            self.kernels = _kernels(self.xp, self.backend)
-
-
-def _kernels(xp, backend):
-    from ..backend import kernels as fast
-
-    if backend is None:
-        return fast.Portable(xp, inplace=False)
-    return fast.kernels(backend)
+            self.kernels = (Portable(self.xp, inplace=False) if self.backend is None
+                            else self.backend.kernels)
 
 
 class Layer:
@@ -117,13 +117,13 @@ class Dense(Layer):
         return self.n_out
 
     def forward(self, params, X, ctx):
-        xp, W = ctx.xp, params["W"]
-        Y = ctx.kernels.linear(X, W, params["b"] if self.bias else None)
+        kernels, W, out = ctx.kernels, params["W"], ctx.grads_out or {}
+        Y = kernels.linear(X, W, params["b"] if self.bias else None)  # X @ W + b
 
         def backprop(dY, need_dX=True):
-            grads = {"W": X.T @ dY}
+            grads = {"W": kernels.matmul(X.T, dY, out=out.get("W"))}  # X.T @ dY
             if self.bias:
-                grads["b"] = xp.sum(dY, axis=0)
+                grads["b"] = kernels.sum_rows(dY, out=out.get("b"))  # sum of dY over the batch
             return (dY @ W.T if need_dX else None), grads
 
         return Y, backprop
@@ -133,10 +133,15 @@ class ReLU(Layer):
     """max(X, 0)."""
 
     def forward(self, params, X, ctx):
-        kernels = ctx.kernels
-        Y = kernels.relu(X, overwrite=ctx.fresh)  # in place only on the model's own temporary
+        xp, kernels = ctx.xp, ctx.kernels
+        if kernels.relu is None:
+            Y = xp.maximum(X, 0.0)
+        else:  # fused; in place only on the model's own temporary
+            Y = kernels.relu(X, overwrite=ctx.fresh)
 
         def backprop(dY, need_dX=True):
+            if kernels.relu_grad is None:
+                return xp.where(Y > 0, dY, 0.0), {}
             return kernels.relu_grad(dY, Y), {}
 
         return Y, backprop
@@ -297,8 +302,25 @@ def activation(name: str | Layer) -> Layer:
         ) from None
 
 
+def register_layer(cls: type[Layer]) -> type[Layer]:
+    """Make a Layer subclass loadable by name: ``load`` rebuilds it as ``cls(**config())``.
+
+    Use it as a decorator (``@xn.register_layer``) or call it; returns ``cls``. A name
+    already registered for another class is refused, so a checkpoint always means one thing.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise TypeError(f"register_layer takes a Layer subclass; got {cls!r}")
+    known = LAYERS.get(cls.__name__)
+    if known is not None and known is not cls:
+        raise ValueError(f"register_layer: a different layer is already registered as "
+                         f"{cls.__name__!r} ({known.__module__}.{known.__qualname__})")
+    LAYERS[cls.__name__] = cls
+    return cls
+
+
 def from_config(kind: str, config: dict) -> Layer:
     """Rebuild a layer from its type name and ``config()`` (used by ``load``)."""
     if kind not in LAYERS:
-        raise ValueError(f"unknown layer type {kind!r}; known: {', '.join(LAYERS)}")
+        raise ValueError(f"unknown layer type {kind!r}; known: {', '.join(LAYERS)}; a layer "
+                         "of your own must be registered first with xn.register_layer(cls)")
     return LAYERS[kind](**config)

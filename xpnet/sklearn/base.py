@@ -18,11 +18,12 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .. import backend as _backend
 from .. import data as _data
+from ..backend import table as _backend
 from ..model import mlp
-from ..nn import losses as _losses
 from ..nn import optim as _optim
+from ..train.guard import DivergenceError, Guard
+from ..train.step import Step
 
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 
@@ -97,12 +98,12 @@ class BaseMLP(BaseEstimator):
     def _resolve_backend(self) -> _backend.Backend:
         name = self.backend if self.backend is not None else _backend.current().name
         if self.dtype is not None:
-            return _backend.get(name, self.device, self.dtype)
-        base = _backend.get(name, self.device)
+            return _backend.resolve(name, self.device, self.dtype)
+        base = _backend.resolve(name, self.device, "float32")
         if base.is_gpu:
             return base  # float32: GPUs are fast in it, and slow in float64
         try:
-            return _backend.get(name, self.device, "float64")
+            return _backend.resolve(name, self.device, "float64")
         except _backend.BackendError:  # JAX without 64-bit mode
             return base
 
@@ -174,9 +175,12 @@ class BaseMLP(BaseEstimator):
         n = X.shape[0]
         batch = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
         bounds = _data.batch_bounds(n, batch)
+        l2 = _L2Penalty(self.alpha, model.backend.xp)
+        step = Step(model, self._loss, model.optimizer, grad_hooks=[l2] if self.alpha else ())
+        step.guard = Guard(model, 50, step.kernels)
         no_improvement, best_params = 0, None
         for _ in range(epochs):
-            loss = self._one_epoch(Xd, Td, n, bounds)
+            loss = self._one_epoch(step, l2, Xd, Td, n, bounds)
             self.n_iter_ += 1
             self.loss_curve_.append(loss)
             if self.verbose:
@@ -205,38 +209,28 @@ class BaseMLP(BaseEstimator):
         if best_params is not None:
             model.restore(best_params)
 
-    def _one_epoch(self, Xd, Td, n: int, bounds) -> float:
-        model, opt = self.model_, self.model_.optimizer
+    def _one_epoch(self, step: Step, l2: _L2Penalty, Xd, Td, n: int, bounds) -> float:
+        model = self.model_
         xp, backend = model.backend.xp, model.backend
-        loss_fn = _losses.resolve(self._loss)
         if self.shuffle and len(bounds) > 1:
             order = xp.asarray(self._rng.permutation(n), device=backend.device)
             Xd, Td = xp.take(Xd, order, axis=0), xp.take(Td, order, axis=0)
         total = None
-        for lo, hi in bounds:
-            value, grads = model._loss_and_grads_device(Xd[lo:hi, ...], Td[lo:hi, ...],
-                                                        loss_fn, training=True, rng=self._rng)
-            if self.alpha:
-                value = value + self._l2(grads, hi - lo, xp)
-            model._params = opt.step(model._params, grads, xp, backend.inplace)
-            self.t_ += hi - lo
-            total = value * (hi - lo) if total is None else total + value * (hi - lo)
-        loss = float(total) / n  # the one device read of the epoch
-        if not np.isfinite(loss):
-            raise ValueError(f"{type(self).__name__}: the training loss became {loss} "
-                             "(lower learning_rate_init)")
-        return loss
-
-    def _l2(self, grads: dict, batch: int, xp):
-        """Add scikit-learn's L2 term to the weight gradients; return its loss share."""
-        scale = float(self.alpha) / batch
-        penalty = None
-        for name, W in self.model_._params.items():
-            if name.endswith(".W"):
-                grads[name] = grads[name] + scale * W
-                term = xp.sum(W * W)
-                penalty = term if penalty is None else penalty + term
-        return 0.5 * scale * penalty
+        try:
+            with backend.quiet():
+                for b, (lo, hi) in enumerate(bounds):
+                    value = step(Xd[lo:hi, ...], Td[lo:hi, ...], rng=self._rng,
+                                 where=(self.n_iter_, b))
+                    if self.alpha:
+                        value = value + l2.penalty
+                    self.t_ += hi - lo
+                    total = value * (hi - lo) if total is None else total + value * (hi - lo)
+                step.guard.after_update(step.count, total, (self.n_iter_, len(bounds) - 1),
+                                        force=True)
+        except DivergenceError as exc:
+            raise ValueError(f"{type(self).__name__}: the training loss became non-finite "
+                             f"(lower learning_rate_init): {exc}") from exc
+        return float(total) / n  # the one device read of the epoch
 
     # ------------------------------------------------------------------ prediction
     def _forward(self, X) -> np.ndarray:
@@ -249,6 +243,29 @@ class BaseMLP(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+class _L2Penalty:
+    """scikit-learn's L2 term as a gradient hook of the step: ``alpha / batch`` times each
+    weight matrix (not the biases) added to its gradient; ``penalty`` is the term's share of
+    the last batch's loss (a device scalar, read with the epoch's loss)."""
+
+    def __init__(self, alpha: float, xp):
+        self.alpha, self.xp, self.penalty = float(alpha), xp, None
+
+    def __call__(self, grads: dict, step) -> dict:
+        params = step.model.parameters.arrays
+        batch = step.batch_size
+        scale = self.alpha / batch
+        penalty = None
+        out = dict(grads)
+        for name, W in params.items():
+            if name.endswith(".W"):
+                out[name] = grads[name] + scale * W
+                term = self.xp.sum(W * W)
+                penalty = term if penalty is None else penalty + term
+        self.penalty = 0.5 * scale * penalty
+        return out
 
 
 def _is_number(value) -> bool:

@@ -115,8 +115,9 @@ class EarlyStopping(Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs):
-        if "error" in logs:  # the divergence guard has restored weights: keep them
-            return
+        error = logs.get("error")
+        if error is not None and not isinstance(error, KeyboardInterrupt):
+            return  # the divergence guard has restored weights: keep them
         if self.restore_best_weights and self.best_params is not None:
             self.model.restore(self.best_params)
 

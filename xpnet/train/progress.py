@@ -48,9 +48,7 @@ class ProgressBar(Callback):
     def on_train_begin(self, logs):
         self.epochs = logs.get("epochs")
         self.batches = logs.get("batches")
-        backend = self.model.backend
-        synchronous = not backend.is_gpu and backend.name != "jax"
-        self._read_every = 1 if synchronous else self.every
+        self._read_every = 1 if self.model.backend.cheap_reads else self.every
 
     def _out(self) -> TextIO:
         return self.file if self.file is not None else sys.stdout

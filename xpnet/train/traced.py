@@ -1,20 +1,21 @@
-"""A traced training step for the JAX backend: one ``jax.jit`` call per step.
+"""The traced training step, for backends that can trace (JAX): one traced call per step.
 
 Eager JAX dispatches every array operation on its own (~20 us each), so the ~40 operations
-of a small step cost far more than their arithmetic. On JAX the whole step (forward, loss,
+of a small step cost far more than their arithmetic. There the whole step (forward, loss,
 backward, optimizer update) is a pure function of the parameters, the optimizer state and
-the batch, so it is traced once and replayed. The traced function runs the very same code
-as the eager path (``Sequential.forward``/``backward``, the loss, ``Optimizer.step`` with
-``inplace=False``); ``tests/test_jit.py`` proves the two equal.
+the batch, so ``Step`` traces it once (``backend.trace``) and replays it. The traced
+function runs the very same code as the eager path (``forward``/``backward``, the loss,
+``Optimizer.step`` with ``inplace=False``); ``tests/test_jit.py`` proves the two equal.
 
-It applies by capability (``compiled_step`` returns None otherwise): the JAX backend, the
-built-in layers with no active Dropout (its masks come from the host RNG), a built-in loss,
-SGD or Adam (exact types: a subclass may keep host-side state), and ``XPNET_FAST`` not "0".
+It applies by capability (``compiled_step`` returns None otherwise): a backend that can
+trace (with fast paths on), the registered layers with no active Dropout (its masks come
+from the host RNG), a registered loss, a registered optimizer type (exactly: a subclass may
+keep host-side state).
 
 What may change between calls is passed as traced arguments, never baked into the trace:
 the learning rate (a schedule callback may set ``optimizer.lr`` between epochs) and the
 step count ``t`` (Adam's bias corrections). Everything else in the optimizer's config is
-part of the cache key, as are the model structure and the loss; ``jax.jit`` itself keys on
+part of the cache key, as are the model structure and the loss; the trace itself keys on
 the batch shape, so the last short batch of an epoch compiles once per fit, not per epoch.
 
 Buffers are not donated: ``model.params`` and ``optimizer.state_arrays()`` hand out the
@@ -24,53 +25,54 @@ live arrays, and a caller holding them across a step would find them deleted.
 from __future__ import annotations
 
 import copy
-import os
 import threading
 
 from ..nn import layers as layer_types
 from ..nn import losses
 from ..nn import optim as optimizers
+from ..nn.buffers import Buffer
 
-_PURE_OPTIMIZERS = (optimizers.SGD, optimizers.Adam)
-_PURE_LAYERS = tuple(layer_types.LAYERS.values())
-_PURE_LOSSES = tuple(losses.LOSSES.values())
-
-# structure key -> jitted pure step, shared by models of one structure (a test suite or a grid
+# structure key -> traced pure step, shared by models of one structure (a test suite or a grid
 # search compiles each batch shape once); the oldest goes first past _CACHE_SIZE entries
 _cache: dict = {}
 _CACHE_SIZE = 64
 _lock = threading.Lock()
 
 
-def applies(model, loss_fn, optimizer) -> bool:
+def applies(model, loss: losses.Loss, optimizer) -> bool:
     """Whether the traced step may replace the eager one for this model, loss and optimizer."""
-    return (model.backend.name == "jax"
-            and os.environ.get("XPNET_FAST", "1") != "0"
-            and type(optimizer) in _PURE_OPTIMIZERS
-            and loss_fn in _PURE_LOSSES
-            and all(type(layer) in _PURE_LAYERS for layer in model.layers)
+    return (model.backend.can_trace
+            and type(optimizer) in optimizers.OPTIMIZERS.values()
+            and losses.LOSSES.get(loss.name) is loss
+            and all(type(layer) in _BUILT_IN_LAYERS for layer in model.layers)
             and not any(isinstance(layer, layer_types.Dropout) and layer.p > 0.0
                         for layer in model.layers))
 
 
-def compiled_step(model, loss_fn, optimizer):
+# the layers shipped with xpnet (a registered user layer may keep host-side state)
+_BUILT_IN_LAYERS = tuple(layer_types.LAYERS.values())
+
+
+def compiled_step(model, loss, optimizer):
     """``step(X, T) -> loss`` (a 0-d device array) that trains ``model`` in place, or None.
 
     Each call updates ``model``'s parameters, ``optimizer.state`` and
-    ``optimizer.iterations`` as ``Sequential.train_step`` does. None where ``applies`` is
-    False: the caller then runs the eager step.
+    ``optimizer.iterations`` as the eager step does. None where ``applies`` is False: the
+    caller then runs the eager step.
     """
-    if not applies(model, loss_fn, optimizer):
+    loss = losses.resolve(loss)
+    if not applies(model, loss, optimizer):
         return None
-    pure = _pure_step(model, loss_fn, optimizer)
+    pure = _pure_step(model, loss, optimizer)
     xp = model.backend.xp
 
     def step(X, T):
-        _ensure_state(optimizer, model._params, xp)
+        params = model.parameters.arrays
+        _ensure_state(optimizer, params, xp)
         t = optimizer.iterations + 1
-        params, state, value = pure(model._params, optimizer.state, X, T, optimizer.lr, t)
+        new_params, state, value = pure(params, optimizer.state, X, T, optimizer.lr, t)
         # pytrees come back with sorted keys ("10.W" before "2.W"): keep the model's order
-        model._params = {k: params[k] for k in model._params}
+        model.parameters = Buffer(model.layout, {k: new_params[k] for k in params})
         optimizer.state = {k: {s: state[k][s] for s in slots}
                            for k, slots in optimizer.state.items()}
         optimizer.iterations = t
@@ -80,46 +82,50 @@ def compiled_step(model, loss_fn, optimizer):
 
 
 def _ensure_state(optimizer, params, xp) -> None:
-    """Create missing state on the host first, as the eager step would on its first call:
-    the traced step then always sees one pytree structure (one compile, not two)."""
+    """Create missing state first, as the eager step would on its first call: the traced
+    step then always sees one pytree structure (one compile, not two)."""
     for name, p in params.items():
         if name not in optimizer.state:
             optimizer.state[name] = optimizer.init_state(p, xp)
 
 
-def _key(model, loss_fn, optimizer) -> tuple:
+def _key(model, loss, optimizer) -> tuple:
     structure = tuple((type(layer), repr(layer.config())) for layer in model.layers)
     config = tuple((k, repr(v)) for k, v in optimizer.config().items() if k != "lr")
     backend = model.backend
-    return (structure, loss_fn, type(optimizer), config, backend.dtype_name, str(backend.device))
+    return (structure, loss.name, type(optimizer), config, backend.dtype_name,
+            str(backend.device))
 
 
-def _pure_step(model, loss_fn, optimizer):
-    key = _key(model, loss_fn, optimizer)
+def _pure_step(model, loss, optimizer):
+    key = _key(model, loss, optimizer)
     with _lock:
         found = _cache.get(key)
         if found is None:
             if len(_cache) >= _CACHE_SIZE:
                 del _cache[next(iter(_cache))]
-            found = _cache[key] = _build(model, loss_fn, optimizer)
+            found = _cache[key] = _build(model, loss, optimizer)
         return found
 
 
-def _build(model, loss_fn, optimizer):
-    jax = model.backend.lib  # the library comes from the backend table, not an import here
+def _build(model, loss, optimizer):
     opt_type, config = type(optimizer), optimizer.config()
     net = _template(model)
+    backend = net.backend
+    kernels = backend.kernels
 
     def pure(params, state, X, T, lr, t):
-        xp = net.backend.xp
-        value, grads = _loss_and_grads(net, params, X, T, loss_fn)
-        opt = opt_type(**config)  # a host object for this trace only: nothing of it leaks
+        xp = backend.xp
+        Y, backprops = net.forward(X, params=params, training=True, kernels=kernels)
+        value, dY = loss.value_and_grad(kernels, xp, Y, T)
+        grads = net.backward(dY, backprops)
+        opt = opt_type.from_config(config)  # a host object for this trace only
         opt.lr, opt.iterations = lr, t - 1
         opt.state = {k: dict(slots) for k, slots in state.items()}
-        new_params = opt.step(params, grads, xp, False, kernels=net._kernels())
+        new_params = opt.step(params, grads, xp, False, kernels=kernels)
         return new_params, opt.state, value
 
-    return jax.jit(pure)
+    return backend.trace(pure)
 
 
 def _template(model):
@@ -127,18 +133,8 @@ def _template(model):
     on the traced parameters, and the cache must not keep a user's weights alive."""
     net = copy.copy(model)
     net.layers = list(model.layers)
-    net._params, net.optimizer = {}, None
+    net.parameters, net.optimizer = None, None
     return net
-
-
-def _loss_and_grads(model, params, X, T, loss_fn):
-    """``Sequential._loss_and_grads_device`` on explicit (traced) parameters."""
-    Y, backprops = model.forward(X, params=params, training=True)
-    if loss_fn is losses.cross_entropy:  # the same fused softmax-CE as the eager path
-        value, dY = model._kernels().cross_entropy(Y, T)
-    else:
-        value, dY = loss_fn(model.backend.xp, Y, T)
-    return value, model.backward(dY, backprops)
 
 
 __all__ = ["applies", "compiled_step"]

@@ -1,0 +1,123 @@
+"""The training step: the one owner of a parameter update.
+
+``Step(model, loss, optimizer)`` is called once per batch and does, in order: forward,
+loss (optionally weighted per sample), backward, the gradient hooks, the divergence
+guard's check before the update, the optimizer update, and the guard's periodic check
+after it. ``fit``, the scikit-learn estimators, ``xpnet.testing`` and the benchmarks all
+train through it; nothing else updates parameters.
+
+Where the backend has views, gradients land in one flat buffer (``Step.grads``) and the
+optimizer updates every parameter at once (``Optimizer.step_flat``). Where the backend
+can trace (JAX), the whole step is traced once and replayed (``traced.py``), unless hooks
+or sample weights need the eager path.
+
+Gradient hooks run between backward and update: ``hook(grads, step)`` gets the gradients
+by name (on flat backends, views of ``step.grads.flat``) and returns them, changed in
+place or as a new mapping; that is where a gradient all-reduce, loss-scale unscaling or
+clipping plugs in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from ..nn import losses
+from ..nn.buffers import Buffer
+from . import traced
+from .guard import Guard
+
+GradHook = Callable[[dict, "Step"], dict | None]
+
+
+class Step:
+    """One training update of ``model`` under ``loss`` with ``optimizer``; see the module.
+
+    ``guard`` (a ``Guard``, optional) checks for divergence around each update. The step
+    binds ``optimizer`` to the model's parameters (refused when it belongs to another
+    model) and reads the fast-path setting once, here.
+    """
+
+    def __init__(self, model, loss, optimizer, *, grad_hooks: Iterable[GradHook] = (),
+                 guard: Guard | None = None):
+        backend = model.backend
+        self.model, self.loss, self.optimizer = model, losses.resolve(loss), optimizer
+        self.grad_hooks = list(grad_hooks)
+        self.guard = guard
+        self.kernels = backend.kernels
+        optimizer.bind(model, model.layout, backend)
+        self.grads = Buffer.zeros(model.layout, backend) if backend.views else None
+        self.count = 0  # updates made by this step object
+        self.batch_size = 0  # rows of the batch being trained on
+        self._traced = None
+        if backend.can_trace and not self.grad_hooks:
+            self._traced = traced.compiled_step(model, self.loss, optimizer)
+
+    def refresh(self) -> None:
+        """Pick up a change of the optimizer's configuration (a callback's, between epochs):
+        the traced step is keyed on it. The learning rate needs no refresh."""
+        if self._traced is not None:
+            self._traced = traced.compiled_step(self.model, self.loss, self.optimizer)
+
+    @property
+    def is_traced(self) -> bool:
+        """Whether the whole step runs traced (JAX) rather than eagerly."""
+        return self._traced is not None
+
+    def loss_and_grads(self, X, T, rng=None, weights=None):
+        """Forward, loss and backward on one batch: ``(loss, grads by name)``, no update.
+
+        On flat backends the gradients are views of ``self.grads`` (reused every step).
+        """
+        model = self.model
+        out = None if self.grads is None else self.grads.arrays
+        Y, backprops = model.forward(X, training=True, rng=rng, grads_out=out,
+                                     kernels=self.kernels)
+        value, dY = self.loss.value_and_grad(self.kernels, model.backend.xp, Y, T, weights)
+        return value, model.backward(dY, backprops, grads_out=out)
+
+    def __call__(self, X, T, rng=None, weights=None, where=(0, 0)):
+        """Train on one batch (device arrays); returns its loss as a 0-d device array.
+
+        ``weights`` (shape ``(n,)``, non-negative, not all zero) weight each sample's loss;
+        ``where`` (epoch, batch) is what a divergence error names.
+        """
+        self.batch_size = X.shape[0]  # what a hook may scale by
+        if weights is not None:
+            weights = weights / self.model.backend.xp.sum(weights)
+        if self._traced is not None and weights is None:
+            value = self._traced(X, T)
+        else:
+            value, grads = self.loss_and_grads(X, T, rng, weights)
+            for hook in self.grad_hooks:
+                grads = self._take(hook(grads, self), grads)
+            if self.guard is not None:
+                parts = self.grads.parts() if self.grads is not None else grads.values()
+                self.guard.before_update(value, parts, where)
+            self._update(grads)
+        self.count += 1
+        if self.guard is not None:
+            self.guard.after_update(self.count, value, where)
+        return value
+
+    def _take(self, returned, grads) -> dict:
+        """What a hook returned, written into the flat gradient buffer where there is one."""
+        if returned is None or returned is grads:
+            return grads
+        if self.grads is not None:
+            for name, g in returned.items():
+                view = self.grads.arrays[name]
+                if g is not view:
+                    view[...] = g
+            return dict(self.grads.arrays)
+        return dict(returned)
+
+    def _update(self, grads) -> None:
+        model, opt = self.model, self.optimizer
+        backend = model.backend
+        if self.grads is not None:  # every parameter at once, in place
+            opt.step_flat(model.parameters, self.grads, backend, self.kernels)
+            return
+        arrays = opt.step(model.parameters.arrays, grads, backend.xp, backend.inplace,
+                          kernels=self.kernels)
+        if arrays is not model.parameters.arrays:  # functional (JAX): swap in the new arrays
+            model.parameters = Buffer(model.layout, arrays)
