@@ -38,7 +38,8 @@ def test_check_fits_names_the_largest_layer_every_part_and_what_is_free():
         memory.check_fits(fake_backend(free=2**30), [2, 100_000, 100_000, 2], 32, 2, "train")
     message = str(info.value)
     assert isinstance(info.value, MemoryError)
-    assert message.startswith("train: ")
+    assert message.startswith("an MLP [2, 100000, 100000, 2] in float32 with batch size 32")
+    assert "needs about 149.1 GiB to train" in message
     assert "dense layer 2 of 3 (100000 -> 100000, 10,000,100,000 parameters)" in message
     for part in ("parameters 37.3 GiB", "gradients 37.3 GiB", "optimizer state 74.5 GiB",
                  "activations of one batch", "only 1.0 GiB is free", "lower"):
@@ -56,8 +57,8 @@ def test_check_fits_passes_what_fits_and_returns_the_estimate():
 
 
 def test_a_layer_too_large_to_index_is_refused_even_with_unknown_memory():
-    with pytest.raises(memory.OutOfMemoryError, match=r"dense layer 1 of 2 \(2000000 -> "
-                                                      r"1000000\).*2\*\*40"):
+    with pytest.raises(memory.OutOfMemoryError, match=r"^cannot fit: dense layer 1 of 2 "
+                                                      r"\(2000000 -> 1000000\).*2\*\*40"):
         memory.check_fits(fake_backend(free=None), [2_000_000, 1_000_000, 2], 1, 0, "fit")
     # unknown free memory and an indexable layer: nothing to refuse
     memory.check_fits(fake_backend(free=None), [2, 100_000, 100_000, 2], 32, 2, "fit")

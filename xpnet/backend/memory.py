@@ -241,25 +241,26 @@ def check_fits(backend: Backend, widths, batch_size: int, optimizer_slots: int, 
 
     Refuses any layer of more than ``MAX_LAYER_ELEMENTS`` parameters whatever the free
     memory, then compares ``estimate_bytes`` with ``available_bytes(backend)`` (skipped
-    when that is unknown). The message starts with ``what`` (such as "train"), names the
-    largest layer, each part of the estimate, what is free, and ends with ``advice``.
+    when that is unknown). ``what`` is the verb for the work ("train", "fit"); the message
+    names the largest layer, each part of the estimate, what is free, and ends with
+    ``advice``.
     """
     widths = _check_widths(widths)
     for i, (n_in, n_out, params) in enumerate(_dense_layers(widths)):
         if params > MAX_LAYER_ELEMENTS:
             raise OutOfMemoryError(
-                f"{what}: dense layer {i + 1} of {len(widths) - 1} ({n_in} -> {n_out}) would "
-                f"hold {params:,} parameters, more than the {MAX_LAYER_ELEMENTS:,} (2**40) "
-                f"one array may have; {advice}")
+                f"cannot {what}: dense layer {i + 1} of {len(widths) - 1} ({n_in} -> {n_out}) "
+                f"would hold {params:,} parameters, more than the {MAX_LAYER_ELEMENTS:,} "
+                f"(2**40) one array may have; {advice}")
     item = 8 if backend.dtype_name == "float64" else 4
     estimate = estimate_bytes(widths, batch_size, item, optimizer_slots)
     free = available_bytes(backend)
     if free is not None and estimate["total"] > free:
         parts = ", ".join(f"{label} {_size(estimate[key])}" for key, label in _PART_NAMES.items())
         raise OutOfMemoryError(
-            f"{what}: an MLP {_short(widths)} in {backend.dtype_name} with batch size "
-            f"{batch_size} and {optimizer_slots} optimizer slots per parameter needs about "
-            f"{_size(estimate['total'])} to train ({parts}), but only {_size(free)} is free on "
+            f"an MLP {_short(widths)} in {backend.dtype_name} with batch size {batch_size} "
+            f"and {optimizer_slots} optimizer slots per parameter needs about "
+            f"{_size(estimate['total'])} to {what} ({parts}), but only {_size(free)} is free on "
             f"{backend.name} ({backend.device}); the largest layer is {_largest_layer(widths)}; "
             f"{advice}")
     return estimate
