@@ -110,6 +110,12 @@ def test_training_csv_reads_labels_targets_and_refuses_one_column(tmp_path):
         files.load_data(str(tmp_path / "absent.csv"), seed=0)
 
 
+def test_data_without_feature_columns_is_refused(tmp_path):
+    np.savez(tmp_path / "d.npz", X=np.zeros((4, 0)), y=np.zeros(4, dtype=np.int64))
+    with pytest.raises(ValueError, match="no feature columns"):
+        files.load_data(str(tmp_path / "d.npz"), seed=0)
+
+
 def test_prediction_csv_is_features_then_optional_targets(tmp_path):
     X, y = files.read_features(write(tmp_path, "1,2\n3,4\n"), n_in=2)
     assert X.shape == (2, 2) and y is None

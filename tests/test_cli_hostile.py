@@ -96,6 +96,16 @@ def test_ctrl_c_before_the_first_epoch_ends_saves_nothing(tmp_path, monkeypatch,
     assert saved.read_bytes() == b"an older model"
 
 
+def test_ctrl_c_while_loading_the_data_says_nothing_was_saved(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main.cli_data, "load_data", interrupted)
+    assert cli.main(["train", *SMALL, "--save", str(tmp_path / "m.npz")]) == 130
+    one_line(capsys, "interrupted before the first epoch", "nothing saved")
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_ctrl_c_without_save_is_one_line_and_status_130(monkeypatch, capsys):
     interrupt_at_step(monkeypatch, 3)
     assert cli.main(["train", *SMALL]) == 130

@@ -171,6 +171,13 @@ def _float32(path: str, values: np.ndarray) -> np.ndarray:
 
 def load_data(name: str, seed: int, delimiter: str = AUTO):
     """(X, y) of a bundled set (generated sets take ``seed``) or of a .npz/.csv file."""
+    X, y = _load(name, seed, delimiter)
+    if X.ndim == 2 and X.shape[1] == 0:
+        raise ValueError(f"{name!r}: X has no feature columns")
+    return X, y
+
+
+def _load(name: str, seed: int, delimiter: str):
     if name.lower().endswith(".csv"):
         return _training_csv(name, delimiter)
     key = name.lower().replace("-", "_")

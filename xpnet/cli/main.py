@@ -272,6 +272,29 @@ def cmd_train(args) -> int:
     Order matters: output paths and the memory the model needs are checked before anything
     is trained; afterwards the model is saved before the plot, which may still fail.
     """
+    # the snapshot is taken before the epoch's line is printed: what is printed is saved
+    keeper = _LastEpoch() if args.save else None
+    start = time.perf_counter()
+    try:
+        model, history, printer = _train(args, keeper)
+    except KeyboardInterrupt:
+        if keeper is None:
+            raise
+        return _save_interrupted(keeper, args)
+    seconds = time.perf_counter() - start
+    print(f"done: {_epochs_done(history, args.epochs, printer.last)} in {seconds:.2f} s on "
+          f"{model.backend.name} ({model.backend.device}); final " + _format(printer.last))
+    if args.save:
+        _save(model, args.save)
+        print(f"model saved to {args.save}")
+    if args.plot:
+        _plot_or_explain(history, args.plot, args.save)
+        print(f"learning curves written to {args.plot}")
+    return 0
+
+
+def _train(args, keeper):
+    """Check, load, build and fit; returns (model, history, the epoch printer)."""
     import xpnet as xn
 
     _check_train_outputs(args)
@@ -294,28 +317,11 @@ def cmd_train(args) -> int:
     print(f"model mlp {sizes} {args.activation} ({n_params} parameters) on "
           f"{model.backend.name} {model.backend.dtype_name}; loss {loss}; "
           f"{args.optimizer} lr {lr}; batch size {args.batch_size}")
-    # the snapshot is taken before the epoch's line is printed: what is printed is saved
-    keeper = _LastEpoch() if args.save else None
     printer = _EpochPrinter(Xt, yt, loss, args.epochs)
-    start = time.perf_counter()
-    try:
-        history = model.fit(Xt, yt, loss=loss, optimizer=optimizer, epochs=args.epochs,
-                            batch_size=args.batch_size, validation_data=val, seed=args.seed,
-                            callbacks=[cb for cb in (keeper, printer) if cb is not None])
-    except KeyboardInterrupt:
-        if keeper is None:
-            raise
-        return _save_interrupted(model, keeper, args)
-    seconds = time.perf_counter() - start
-    print(f"done: {_epochs_done(history, args.epochs, printer.last)} in {seconds:.2f} s on "
-          f"{model.backend.name} ({model.backend.device}); final " + _format(printer.last))
-    if args.save:
-        _save(model, args.save)
-        print(f"model saved to {args.save}")
-    if args.plot:
-        _plot_or_explain(history, args.plot, args.save)
-        print(f"learning curves written to {args.plot}")
-    return 0
+    history = model.fit(Xt, yt, loss=loss, optimizer=optimizer, epochs=args.epochs,
+                        batch_size=args.batch_size, validation_data=val, seed=args.seed,
+                        callbacks=[cb for cb in (keeper, printer) if cb is not None])
+    return model, history, printer
 
 
 def _check_train_outputs(args) -> None:
@@ -348,7 +354,7 @@ class _LastEpoch(Callback):
         self.saved = (epoch, self.model.snapshot(optimizer=True))
 
 
-def _save_interrupted(model, keeper: _LastEpoch, args) -> int:
+def _save_interrupted(keeper: _LastEpoch, args) -> int:
     """After Ctrl-C: save the last completed epoch's model to --save; one line says so."""
     if keeper.saved is None:
         print(f"xpnet train: interrupted before the first epoch ended; nothing saved to "
@@ -356,8 +362,8 @@ def _save_interrupted(model, keeper: _LastEpoch, args) -> int:
         return INTERRUPTED
     epoch, snapshot = keeper.saved
     with _ignoring_interrupts():  # a second Ctrl-C must not lose the first one's save
-        model.restore(snapshot)
-        _save(model, args.save)
+        keeper.model.restore(snapshot)
+        _save(keeper.model, args.save)
     print(f"xpnet train: interrupted; saved the model as it was after epoch "
           f"{epoch + 1}/{args.epochs} to {args.save}", file=sys.stderr)
     return INTERRUPTED
