@@ -10,10 +10,11 @@ import xpnet as xn
 from xpnet.backend import memory
 
 
-def fake_backend(free=None, dtype_name="float32"):
-    """A stand-in CPU Backend whose free memory the test decides (None: unknown)."""
-    return types.SimpleNamespace(name="numpy", device="cpu", dtype_name=dtype_name,
-                                 is_gpu=False, free_bytes=lambda: free)
+def fake_backend(free=None, dtype_name="float32", is_gpu=False):
+    """A stand-in Backend whose free memory the test decides (None: unknown)."""
+    return types.SimpleNamespace(name="torch" if is_gpu else "numpy",
+                                 device="cuda:0" if is_gpu else "cpu", dtype_name=dtype_name,
+                                 is_gpu=is_gpu, free_bytes=lambda: free)
 
 
 def test_estimate_counts_every_part():
@@ -62,6 +63,17 @@ def test_a_layer_too_large_to_index_is_refused_even_with_unknown_memory():
         memory.check_fits(fake_backend(free=None), [2_000_000, 1_000_000, 2], 1, 0, "fit")
     # unknown free memory and an indexable layer: nothing to refuse
     memory.check_fits(fake_backend(free=None), [2, 100_000, 100_000, 2], 32, 2, "fit")
+
+
+def test_a_gpu_model_must_also_fit_on_the_host_while_its_weights_are_drawn(monkeypatch):
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 2**30)
+    gpu = fake_backend(free=2**40, is_gpu=True)
+    with pytest.raises(memory.OutOfMemoryError, match=r"initial weights on the host.*only "
+                                                      r"1\.0 GiB is free"):
+        memory.check_fits(gpu, [2, 100_000, 100_000, 2], 32, 2, "train")
+    memory.check_fits(gpu, [2, 1000, 1000, 2], 32, 2, "train")
+    # a CPU backend's own check already counts the host
+    memory.check_fits(fake_backend(free=2**40), [2, 100_000, 100_000, 2], 32, 2, "train")
 
 
 def test_advice_ends_the_message():

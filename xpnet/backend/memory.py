@@ -241,9 +241,10 @@ def check_fits(backend: Backend, widths, batch_size: int, optimizer_slots: int, 
 
     Refuses any layer of more than ``MAX_LAYER_ELEMENTS`` parameters whatever the free
     memory, then compares ``estimate_bytes`` with ``available_bytes(backend)`` (skipped
-    when that is unknown). ``what`` is the verb for the work ("train", "fit"); the message
-    names the largest layer, each part of the estimate, what is free, and ends with
-    ``advice``.
+    when that is unknown) and, for GPUs, the host memory that drawing the initial weights
+    takes with what the host has free. ``what`` is the verb for the work ("train",
+    "fit"); the message names the largest layer, each part of the estimate, what is free,
+    and ends with ``advice``.
     """
     widths = _check_widths(widths)
     for i, (n_in, n_out, params) in enumerate(_dense_layers(widths)):
@@ -263,4 +264,20 @@ def check_fits(backend: Backend, widths, batch_size: int, optimizer_slots: int, 
             f"{_size(estimate['total'])} to {what} ({parts}), but only {_size(free)} is free on "
             f"{backend.name} ({backend.device}); the largest layer is {_largest_layer(widths)}; "
             f"{advice}")
+    if backend.is_gpu:
+        _check_host_init(widths, estimate["parameters"], what, advice)
     return estimate
+
+
+def _check_host_init(widths, param_bytes: int, what: str, advice: str) -> None:
+    """A model on a GPU still draws its initial weights on the host: every parameter in
+    its dtype, plus the largest layer once more in float64 while it is drawn (issue 9's
+    "Unable to allocate 74.5 GiB ... float64" came from there)."""
+    largest = max(p for _, _, p in _dense_layers(widths))
+    need = param_bytes + 8 * largest
+    free = host_available_bytes()
+    if free is not None and need > free:
+        raise OutOfMemoryError(
+            f"an MLP {_short(widths)} draws its initial weights on the host, which needs about "
+            f"{_size(need)} of host memory to {what}, but only {_size(free)} is free; the "
+            f"largest layer is {_largest_layer(widths)}; {advice}")
