@@ -255,17 +255,19 @@ def test_a_model_larger_than_free_memory_is_refused_before_it_is_built(monkeypat
     assert built == []
 
 
-def test_sgd_needs_no_optimizer_state_and_the_batch_is_capped_by_the_data(monkeypatch, capsys):
+def test_what_the_memory_check_is_told(tmp_path, monkeypatch, capsys):
     seen = []
     real = memory.check_fits
 
     def spy(backend, widths, batch_size, slots, what, **kwargs):
-        seen.append((widths, batch_size, slots))
+        seen.append((widths, batch_size, slots, kwargs["snapshots"]))
         return real(backend, widths, batch_size, slots, what, **kwargs)
 
     monkeypatch.setattr(cli_main, "check_fits", spy)
     assert cli.main(["train", *SMALL, "--optimizer", "sgd", "--batch-size", "1000000000"]) == 0
-    assert seen == [([2, 4, 2], 800, 0)]
+    assert seen == [([2, 4, 2], 800, 0, 1)]  # fit's divergence guard keeps one snapshot
+    assert cli.main(["train", *SMALL, "--save", str(tmp_path / "m.npz")]) == 0
+    assert seen[-1] == ([2, 4, 2], 32, 2, 2)  # and Ctrl-C's last completed epoch another
 
 
 def test_a_memory_error_from_the_library_is_one_line(monkeypatch, capsys):

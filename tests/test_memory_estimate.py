@@ -21,13 +21,18 @@ def test_estimate_counts_every_part():
     # layers 3->4 (16 parameters) and 4->2 (10): 26 parameters of 4 bytes
     parts = memory.estimate_bytes([3, 4, 2], batch_size=5, item_bytes=4, optimizer_slots=2)
     assert parts == {"parameters": 104, "gradients": 104, "optimizer": 208,
-                     "activations": 2 * 5 * (3 + 4 + 2) * 4, "total": 104 + 104 + 208 + 360}
+                     "activations": 2 * 5 * (3 + 4 + 2) * 4, "snapshots": 0,
+                     "total": 104 + 104 + 208 + 360}
     assert memory.estimate_bytes([3, 4, 2], 5, 4, 0)["optimizer"] == 0
+    # each snapshot copies the parameters and the optimizer state
+    with_two = memory.estimate_bytes([3, 4, 2], 5, 4, 2, snapshots=2)
+    assert with_two["snapshots"] == 2 * (104 + 208)
+    assert with_two["total"] == parts["total"] + 2 * (104 + 208)
 
 
 @pytest.mark.parametrize("args", [
     ([3], 5, 4, 2), ([3, 0, 2], 5, 4, 2), ([3, 2.5, 2], 5, 4, 2), ([3, True, 2], 5, 4, 2),
-    ([3, 4, 2], 0, 4, 2), ([3, 4, 2], 5, 0, 2), ([3, 4, 2], 5, 4, -1),
+    ([3, 4, 2], 0, 4, 2), ([3, 4, 2], 5, 0, 2), ([3, 4, 2], 5, 4, -1), ([3, 4, 2], 5, 4, 2, -1),
 ])
 def test_estimate_refuses_nonsense(args):
     with pytest.raises(ValueError):
@@ -45,7 +50,10 @@ def test_check_fits_names_the_largest_layer_every_part_and_what_is_free():
     for part in ("parameters 37.3 GiB", "gradients 37.3 GiB", "optimizer state 74.5 GiB",
                  "activations of one batch", "only 1.0 GiB is free", "lower"):
         assert part in message, message
-    assert "\n" not in message
+    assert "\n" not in message and "snapshots" not in message
+    with pytest.raises(memory.OutOfMemoryError, match=r"snapshots 111\.8 GiB"):
+        memory.check_fits(fake_backend(free=2**30), [2, 100_000, 100_000, 2], 32, 2, "train",
+                          snapshots=1)
 
 
 def test_check_fits_passes_what_fits_and_returns_the_estimate():

@@ -111,7 +111,8 @@ def explaining_out_of_memory(model, what: str, batch_size, n_samples: int):
 MAX_LAYER_ELEMENTS = 2**40
 
 _PART_NAMES = {"parameters": "parameters", "gradients": "gradients",
-               "optimizer": "optimizer state", "activations": "activations of one batch"}
+               "optimizer": "optimizer state", "activations": "activations of one batch",
+               "snapshots": "snapshots"}
 
 
 def _dense_layers(widths) -> list[tuple[int, int, int]]:
@@ -142,26 +143,31 @@ def _as_int(value):
         return value
 
 
-def estimate_bytes(widths, batch_size: int, item_bytes: int, optimizer_slots: int) -> dict:
+def estimate_bytes(widths, batch_size: int, item_bytes: int, optimizer_slots: int,
+                   snapshots: int = 0) -> dict:
     """About how many bytes training an MLP with layer ``widths`` takes, part by part.
 
     ``widths`` run from inputs to outputs (``[features, *hidden, outputs]``); each pair is a
     Dense layer of ``n_in * n_out`` weights and ``n_out`` biases. Returns a dict of bytes:
     ``parameters``, ``gradients`` (one per parameter), ``optimizer`` (``optimizer_slots``
     per parameter: 2 for Adam, 0 for plain SGD), ``activations`` (one batch's layer outputs
-    kept for the backward pass plus their gradients: ``2 * batch * sum(widths)``) and
-    ``total``. An estimate: libraries add workspace and allocator slack on top.
+    kept for the backward pass plus their gradients: ``2 * batch * sum(widths)``),
+    ``snapshots`` (``snapshots`` copies of parameters and optimizer state kept aside, as
+    ``model.snapshot(optimizer=True)`` makes them; none by default) and ``total``. An
+    estimate: libraries add workspace and allocator slack on top.
     """
     widths = _check_widths(widths)
     batch_size = _check_count("batch_size", batch_size, 1)
     item_bytes = _check_count("item_bytes", item_bytes, 1)
     optimizer_slots = _check_count("optimizer_slots", optimizer_slots, 0)
+    snapshots = _check_count("snapshots", snapshots, 0)
     params = sum(p for _, _, p in _dense_layers(widths)) * item_bytes
     parts = {
         "parameters": params,
         "gradients": params,
         "optimizer": optimizer_slots * params,
         "activations": 2 * batch_size * sum(widths) * item_bytes,
+        "snapshots": snapshots * (1 + optimizer_slots) * params,
     }
     parts["total"] = sum(parts.values())
     return parts
@@ -236,11 +242,12 @@ def _short(widths) -> str:
 
 def check_fits(backend: Backend, widths, batch_size: int, optimizer_slots: int, what: str,
                advice: str = "lower the layer widths (the largest layer first) or the "
-                             "batch size") -> dict:
+                             "batch size", snapshots: int = 0) -> dict:
     """Raise OutOfMemoryError before allocating when training does not fit; else the estimate.
 
     Refuses any layer of more than ``MAX_LAYER_ELEMENTS`` parameters whatever the free
-    memory, then compares ``estimate_bytes`` with ``available_bytes(backend)`` (skipped
+    memory, then compares ``estimate_bytes`` (with ``snapshots`` copies of parameters and
+    optimizer state kept aside) with ``available_bytes(backend)`` (skipped
     when that is unknown) and, for GPUs, the host memory that drawing the initial weights
     takes with what the host has free. ``what`` is the verb for the work ("train",
     "fit"); the message names the largest layer, each part of the estimate, what is free,
@@ -254,10 +261,11 @@ def check_fits(backend: Backend, widths, batch_size: int, optimizer_slots: int, 
                 f"would hold {params:,} parameters, more than the {MAX_LAYER_ELEMENTS:,} "
                 f"(2**40) one array may have; {advice}")
     item = 8 if backend.dtype_name == "float64" else 4
-    estimate = estimate_bytes(widths, batch_size, item, optimizer_slots)
+    estimate = estimate_bytes(widths, batch_size, item, optimizer_slots, snapshots)
     free = available_bytes(backend)
     if free is not None and estimate["total"] > free:
-        parts = ", ".join(f"{label} {_size(estimate[key])}" for key, label in _PART_NAMES.items())
+        parts = ", ".join(f"{label} {_size(estimate[key])}" for key, label in _PART_NAMES.items()
+                          if estimate[key] or key != "snapshots")
         raise OutOfMemoryError(
             f"an MLP {_short(widths)} in {backend.dtype_name} with batch size {batch_size} "
             f"and {optimizer_slots} optimizer slots per parameter needs about "

@@ -305,9 +305,12 @@ def _train(args, keeper):
     lr = args.lr or DEFAULT_LR[args.optimizer]
     sizes = [X.shape[1], *args.layers, n_out]
     backend = backends.get(args.backend or backends.current().name, args.device)
+    # fit's divergence guard keeps one snapshot of parameters and optimizer state; --save
+    # keeps another, of the last completed epoch, for Ctrl-C
     check_fits(backend, sizes, min(args.batch_size, Xt.shape[0]),
                OPTIMIZER_SLOTS[args.optimizer], "train",
-               advice="lower --layers (the largest layer first) or --batch-size")
+               advice="lower --layers (the largest layer first) or --batch-size",
+               snapshots=1 + bool(args.save))
     model = xn.mlp(sizes, activation=args.activation, seed=args.seed, backend=backend)
     optimizer = xn.Adam(lr=lr) if args.optimizer == "adam" else xn.SGD(lr=lr)
     n_val = 0 if val is None else val[0].shape[0]
