@@ -80,6 +80,11 @@ def test_bad_tables_name_the_line_column_text_and_delimiter(tmp_path, text, need
         assert needle in message, message
 
 
+def test_quoted_cells_and_spaces_after_the_delimiter(tmp_path):
+    table, _ = files.read_table(write(tmp_path, '"x, first","y"\n"1", 2\n 3 ,"4"\n'))
+    assert table.tolist() == [[1, 2], [3, 4]]
+
+
 def test_a_cell_holding_another_delimiter_suggests_the_flag(tmp_path):
     path = write(tmp_path, "0.1;0.2;0\n0.3;0.4;1\n")
     with pytest.raises(ValueError, match=r"holds ';': pass --delimiter"):

@@ -50,6 +50,8 @@ def delimiter_name(delimiter: str) -> str:
 def _split(line: str, delimiter: str) -> list[str]:
     if delimiter == WHITESPACE:
         return line.split()
+    if '"' not in line:  # the common case, several times faster than a csv.reader per line
+        return line.split(delimiter)
     return next(csv.reader([line], delimiter=delimiter, skipinitialspace=True), [])
 
 
@@ -117,6 +119,12 @@ def read_table(path: str, delimiter: str = AUTO) -> tuple[np.ndarray, str]:
         if len(cells) != len(first_cells):
             raise ValueError(f"{where}: line {number} has {len(cells)} columns, but line "
                              f"{first_line} has {len(first_cells)}")
+    try:  # NumPy parses text as float() does; the loop below only finds what it refused
+        table = np.array([cells for _, cells in rows], dtype=np.float64)
+        if np.all(np.isfinite(table)):
+            return table, delimiter
+    except ValueError:
+        pass
     hint = "" if header else " (a first row is a header only when none of its cells is a number)"
     table = np.empty((len(rows), len(first_cells)))
     for r, (number, cells) in enumerate(rows):
