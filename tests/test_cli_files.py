@@ -115,6 +115,14 @@ def test_training_csv_reads_labels_targets_and_refuses_one_column(tmp_path):
         files.load_data(str(tmp_path / "absent.csv"), seed=0)
 
 
+@pytest.mark.parametrize("name", ["t.tsv", "t.txt", "T.CSV"])
+def test_tsv_and_txt_tables_are_read_like_csv(tmp_path, name):
+    X, y = files.load_data(write(tmp_path, "a\tb\ty\n1\t2\t0\n3\t4\t1\n", name), seed=0)
+    assert X.tolist() == [[1, 2], [3, 4]] and y.tolist() == [0, 1]
+    X, y = files.read_features(str(tmp_path / name), n_in=2)
+    assert y.tolist() == [0, 1]
+
+
 def test_data_without_feature_columns_is_refused(tmp_path):
     np.savez(tmp_path / "d.npz", X=np.zeros((4, 0)), y=np.zeros(4, dtype=np.int64))
     with pytest.raises(ValueError, match="no feature columns"):

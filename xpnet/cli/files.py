@@ -27,6 +27,7 @@ _CANDIDATES = (",", ";", "\t", WHITESPACE)
 _NAMED = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "space": WHITESPACE,
           "whitespace": WHITESPACE}
 _SNIFFED_LINES = 5
+TEXT_TABLES = (".csv", ".tsv", ".txt")  # read as delimited text, whatever the delimiter
 
 
 def parse_delimiter(text: str) -> str:
@@ -178,7 +179,8 @@ def _float32(path: str, values: np.ndarray) -> np.ndarray:
 
 
 def load_data(name: str, seed: int, delimiter: str = AUTO):
-    """(X, y) of a bundled set (generated sets take ``seed``) or of a .npz/.csv file."""
+    """(X, y) of a bundled set (generated sets take ``seed``), a .npz or a text table
+    (.csv, .tsv, .txt)."""
     X, y = _load(name, seed, delimiter)
     if X.ndim == 2 and X.shape[1] == 0:
         raise ValueError(f"{name!r}: X has no feature columns")
@@ -186,7 +188,7 @@ def load_data(name: str, seed: int, delimiter: str = AUTO):
 
 
 def _load(name: str, seed: int, delimiter: str):
-    if name.lower().endswith(".csv"):
+    if name.lower().endswith(TEXT_TABLES):
         return _training_csv(name, delimiter)
     key = name.lower().replace("-", "_")
     if key in datasets.DATASETS:
@@ -280,11 +282,11 @@ def split(X, y, fraction: float, seed: int):
 
 
 def read_features(name: str, n_in: int | None, delimiter: str = AUTO):
-    """(X, y or None) to predict on: a .npz needs X (y optional); a .csv holds ``n_in``
+    """(X, y or None) to predict on: a .npz needs X (y optional); a text table holds ``n_in``
     feature columns, then optionally targets; any other name goes to ``load_data``."""
     if name.lower().endswith(".npz") and os.path.isfile(name):
         X, y = _read_npz_features(name)
-    elif name.lower().endswith(".csv"):
+    elif name.lower().endswith(TEXT_TABLES):
         X, y = _prediction_csv(name, n_in, delimiter)
     else:
         X, y = load_data(name, seed=0)

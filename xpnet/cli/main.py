@@ -142,15 +142,15 @@ def _add_backend(p) -> None:
 
 def _add_delimiter(p) -> None:
     p.add_argument("--delimiter", type=_delimiter, default=cli_data.AUTO,
-                   help="column separator of a .csv file: comma, semicolon, tab, whitespace or "
-                        "one character; auto detects it from the first lines")
+                   help="column separator of a .csv, .tsv or .txt table: comma, semicolon, tab, "
+                        "whitespace or one character; auto detects it from the first lines")
 
 
 def _add_train(p) -> None:
     names = ", ".join(datasets.DATASETS)
     p.add_argument("--data", default="spirals",
-                   help=f"a bundled data set ({names}) or a .npz (X, y) / .csv (last column y) "
-                        "file")
+                   help=f"a bundled data set ({names}), a .npz (X, y) or a .csv/.tsv/.txt "
+                        "table (features, then y in the last column)")
     _add_delimiter(p)
     p.add_argument("--layers", type=_layers, default="64,64",
                    help="hidden layer sizes, e.g. 64,64 (input and output widths come from the "
@@ -181,8 +181,8 @@ def _add_predict(p) -> None:
     p.add_argument("--model", required=True, metavar="PATH",
                    help="a model saved by train --save (required)")
     p.add_argument("--data", required=True,
-                   help="a .npz (X, optional y), a .csv (the model's features, then optional "
-                        "targets) or a bundled data set name (required)")
+                   help="a .npz (X, optional y), a .csv/.tsv/.txt table (the model's features, "
+                        "then optional targets) or a bundled data set name (required)")
     _add_delimiter(p)
     p.add_argument("--output", default="auto", choices=["auto", "labels", "values"],
                    help="labels: the class per row (argmax; for one output, 1 where it is above "
