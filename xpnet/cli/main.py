@@ -387,7 +387,8 @@ def _ignoring_interrupts():
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # None: a handler installed outside Python, which signal() cannot put back
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
 def _plot_or_explain(history, path: str, saved: str | None) -> None:
