@@ -207,6 +207,31 @@ def test_scheduler_rejects_a_bad_rate():
                                   callbacks=[LearningRateScheduler(lambda e, lr: -1.0)])
 
 
+def test_scheduler_without_a_function_fails_at_construction_not_at_the_first_epoch():
+    with pytest.raises(TypeError, match="needs fn"):
+        LearningRateScheduler()
+    with pytest.raises(TypeError, match="needs fn"):
+        LearningRateScheduler(fn=None)
+
+    class Forgot(LearningRateScheduler):  # a subclass that overrides nothing
+        pass
+
+    with pytest.raises(TypeError, match="Forgot needs fn"):
+        Forgot()
+
+
+def test_scheduler_subclasses_that_override_schedule_need_no_function():
+    class Halving(LearningRateScheduler):
+        def schedule(self, epoch, lr):
+            return self.initial_lr / 2 ** epoch
+
+    halving = Halving()
+    X, y = _regression()
+    xn.mlp([3, 1], seed=0).fit(X, y, optimizer=xn.SGD(lr=0.1), epochs=3, callbacks=[halving])
+    assert halving.history == [0.1, 0.05, 0.025]
+    assert StepDecay().fn is None and CosineDecay(epochs=3).fn is None
+
+
 # ----------------------------------------------------------------------------- CSVLogger
 
 

@@ -1,11 +1,17 @@
 """Data in and out of the command line: what ``xpnet train`` and ``xpnet predict`` read and write.
 
-Kept apart from ``cli.py`` so that file stays argument parsing and commands. Everything
+Kept apart from ``main.py`` so that file stays argument parsing and commands. Everything
 here is host-side NumPy; errors are ValueError with one line that names the file or flag.
+
+CSV files are read here rather than by ``datasets.load``, which knows neither
+``--delimiter`` nor where a bad cell is: a header is recognised only when none of the
+first row's cells is a number, and any other cell that is not a number is reported by
+line and column.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import zipfile
 
@@ -13,11 +19,177 @@ import numpy as np
 
 from ..data import datasets
 
+# --------------------------------------------------------------------------- delimiters
+
+AUTO = "auto"
+WHITESPACE = " "  # stands for runs of spaces and tabs, as str.split() splits
+_CANDIDATES = (",", ";", "\t", WHITESPACE)
+_NAMED = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "space": WHITESPACE,
+          "whitespace": WHITESPACE}
+_SNIFFED_LINES = 5
+TEXT_TABLES = (".csv", ".tsv", ".txt")  # read as delimited text, whatever the delimiter
+
+
+def parse_delimiter(text: str) -> str:
+    """``--delimiter``: auto, a name (comma, semicolon, tab, whitespace) or one character."""
+    key = text.lower()
+    if key == AUTO:
+        return AUTO
+    if key in _NAMED:
+        return _NAMED[key]
+    if len(text) == 1 and not (text.isalnum() or text in "+-._\"'\r\n"):
+        return text  # one space stands for WHITESPACE, since they are the same character
+    raise ValueError(f"expected auto, comma, semicolon, tab, whitespace or one character that "
+                     f"cannot be part of a number; got {text!r}")
+
+
+def delimiter_name(delimiter: str) -> str:
+    """How errors name a delimiter: ',' or tab or whitespace."""
+    return {"\t": "tab", WHITESPACE: "whitespace"}.get(delimiter, repr(delimiter))
+
+
+def _split(line: str, delimiter: str) -> list[str]:
+    if delimiter == WHITESPACE:
+        return line.split()
+    if '"' not in line:  # the common case, several times faster than a csv.reader per line
+        return line.split(delimiter)
+    return next(csv.reader([line], delimiter=delimiter, skipinitialspace=True), [])
+
+
+def detect_delimiter(lines: list[str]) -> str:
+    """The candidate (',', ';', tab, whitespace) that splits the first lines into the most
+    columns, the same number on each; else the one giving the first line most columns."""
+    lines = [line for line in lines if line.strip()][:_SNIFFED_LINES]
+    if not lines:
+        return ","
+    best, best_width = None, 1
+    for candidate in _CANDIDATES:
+        widths = {len(_split(line, candidate)) for line in lines}
+        width = widths.pop()
+        if not widths and width > best_width:  # the same width on every line
+            best, best_width = candidate, width
+    if best is not None:
+        return best
+    first = {c: len(_split(lines[0], c)) for c in _CANDIDATES}
+    guess = max(_CANDIDATES, key=lambda c: first[c])  # ties keep the earlier candidate
+    return guess if first[guess] > 1 else ","
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _lines(path: str) -> list[tuple[int, str]]:
+    """(line number from 1, text) of every line that is not blank."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            return [(i, line.rstrip("\r\n")) for i, line in enumerate(fh, 1) if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path!r} is not a text file ({exc.reason} at byte {exc.start})") \
+            from None
+
+
+def read_table(path: str, delimiter: str = AUTO) -> tuple[np.ndarray, str]:
+    """The numbers of a delimited text file as a 2-D float64 array, and the delimiter used.
+
+    ``delimiter`` AUTO detects it from the first lines. The first row is a header, and
+    skipped, only when none of its cells is a number; every other cell must be a finite
+    number, and every row as wide as the first. Errors name the line, column and text.
+    """
+    lines = _lines(path)
+    if delimiter == AUTO:
+        delimiter = detect_delimiter([text for _, text in lines[:_SNIFFED_LINES]])
+    where = f"{path!r} (delimiter {delimiter_name(delimiter)})"
+    rows = [(number, _split(text, delimiter)) for number, text in lines]
+    if not rows:
+        raise ValueError(f"{where} holds no data rows")
+    header = not any(_is_number(cell) for cell in rows[0][1])
+    if header:
+        rows = rows[1:]
+        if not rows:
+            raise ValueError(f"{where} holds a header but no data rows")
+    first_line, first_cells = rows[0]
+    for number, cells in rows:
+        if len(cells) != len(first_cells):
+            raise ValueError(f"{where}: line {number} has {len(cells)} columns, but line "
+                             f"{first_line} has {len(first_cells)}")
+    try:  # NumPy parses text as float() does; the loop below only finds what it refused
+        table = np.array([cells for _, cells in rows], dtype=np.float64)
+        if np.all(np.isfinite(table)):
+            return table, delimiter
+    except ValueError:
+        pass
+    hint = "" if header else " (a first row is a header only when none of its cells is a number)"
+    table = np.empty((len(rows), len(first_cells)))
+    for r, (number, cells) in enumerate(rows):
+        for c, cell in enumerate(cells):
+            table[r, c] = _number(where, number, c, cell, hint if r == 0 else "")
+    return table, delimiter
+
+
+def _number(where: str, line: int, column: int, cell: str, hint: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise ValueError(f"{where}: line {line}, column {column + 1}: {cell.strip()!r} is not "
+                         f"a number{hint or _delimiter_hint(cell)}") from None
+    if not np.isfinite(value):
+        raise ValueError(f"{where}: line {line}, column {column + 1}: {cell.strip()!r} is not "
+                         "a finite number")
+    return value
+
+
+def _delimiter_hint(cell: str) -> str:
+    inside = [d for d in _CANDIDATES[:3] if d in cell]
+    if not inside:
+        return ""
+    return f" (it holds {delimiter_name(inside[0])}: pass --delimiter if that separates columns)"
+
+
+# Whole numbers up to here are exactly representable in float64, so reading them as int64
+# labels loses nothing; beyond it they are taken as real-valued targets.
+_EXACT_INTEGERS = 2**53
+
+
+def _targets(path: str, column: np.ndarray) -> np.ndarray:
+    """A target column as int64 labels when every value is a whole number, else float32."""
+    whole = np.all(column == np.round(column)) and np.all(np.abs(column) <= _EXACT_INTEGERS)
+    return column.astype(np.int64) if whole else _float32(path, column)
+
+
+def _float32(path: str, values: np.ndarray) -> np.ndarray:
+    """``values`` as float32, refusing numbers beyond its range rather than making them inf."""
+    with np.errstate(over="ignore"):
+        narrowed = values.astype(np.float32)
+    if not np.all(np.isfinite(narrowed)):
+        big = float(np.max(np.abs(values)))
+        raise ValueError(f"{path!r} holds {big:g}, beyond float32's range "
+                         f"(±{float(np.finfo(np.float32).max):.3g}); rescale the data")
+    return narrowed
+
+
 # --------------------------------------------------------------------------- train
 
 
-def load_data(name: str, seed: int):
-    """(X, y) of a bundled set (generated sets take ``seed``) or of a .npz/.csv file."""
+def load_data(name: str, seed: int, delimiter: str = AUTO):
+    """(X, y) of a bundled set (generated sets take ``seed``), a .npz or a text table
+    (.csv, .tsv, .txt)."""
+    X, y = _load(name, seed, delimiter)
+    if X.ndim == 2 and X.shape[1] == 0:
+        raise ValueError(f"{name!r}: X has no feature columns")
+    return X, y
+
+
+def _load(name: str, seed: int, delimiter: str):
+    if name.lower().endswith(TEXT_TABLES):
+        return _training_csv(name, delimiter)
     key = name.lower().replace("-", "_")
     if key in datasets.DATASETS:
         make = datasets.DATASETS[key]
@@ -26,24 +198,67 @@ def load_data(name: str, seed: int):
     return datasets.load(name)
 
 
+def _existing_file(path: str) -> None:
+    if not os.path.isfile(path):
+        what = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        raise ValueError(f"data file {path!r} {what}")
+
+
+def _training_csv(path: str, delimiter: str):
+    """Features, then the target in the last column (int64 labels when all whole numbers)."""
+    _existing_file(path)
+    table, used = read_table(path, delimiter)
+    if table.shape[1] < 2:
+        raise ValueError(f"{path!r} needs at least two columns (features, then the target), "
+                         f"but split on {delimiter_name(used)} its rows have one; pass "
+                         "--delimiter if the file uses another")
+    return _float32(path, table[:, :-1]), _targets(path, table[:, -1])
+
+
 def infer_loss(y: np.ndarray) -> str:
     """``--loss auto``: cross entropy for integer labels, mean squared error otherwise."""
     return "cross_entropy" if np.issubdtype(y.dtype, np.integer) else "mse"
 
 
+# A label this far above the labels present is almost surely a stray value (an id, a
+# sentinel) rather than a class: one output each for thousands of empty classes.
+MAX_SPARSE_CLASSES = 1000
+
+
+def class_count(y: np.ndarray) -> int:
+    """Classes the labels imply (largest label + 1, at least 2), refusing labels that would
+    make most of them empty: more classes than samples, or over MAX_SPARSE_CLASSES classes
+    of which fewer than half occur."""
+    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1 or y.size == 0:
+        raise ValueError("--loss cross_entropy needs integer class labels 0, 1, ... in y")
+    if y.min() < 0:
+        row = int(np.argmin(y))
+        raise ValueError(f"label {int(y[row])} (sample {row + 1}) is negative; --loss "
+                         "cross_entropy needs class labels 0, 1, ...")
+    n_classes = max(int(y.max()) + 1, 2)
+    distinct = int(np.unique(y).size)
+    if n_classes > max(y.shape[0], 2) or (n_classes > MAX_SPARSE_CLASSES
+                                          and 2 * distinct < n_classes):
+        row = int(np.argmax(y))
+        raise ValueError(
+            f"label {int(y[row])} (sample {row + 1}) would make {n_classes:,} classes, one "
+            f"output each for 0 to {int(y[row])}, but y holds {distinct} distinct labels in "
+            f"{y.shape[0]} samples; number the classes 0, 1, ..., or use --loss mse for "
+            "numeric targets")
+    return n_classes
+
+
 def output_width(y: np.ndarray, loss: str) -> int:
     """Width of the model's last layer: one logit per class, else one per target column."""
     if loss == "cross_entropy":
-        if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1 or y.min() < 0:
-            raise ValueError("--loss cross_entropy needs integer class labels 0, 1, ... in y")
-        return max(int(y.max()) + 1, 2)
+        return class_count(y)
     return 1 if y.ndim == 1 else y.shape[1]
 
 
 def describe_task(y: np.ndarray, loss: str) -> str:
     """'3 classes', 'regression' or 'binary targets', for the summary line."""
     if loss == "cross_entropy":
-        return f"{int(y.max()) + 1} classes"
+        return f"{class_count(y)} classes"
     return "regression" if loss == "mse" else "binary targets"
 
 
@@ -66,19 +281,31 @@ def split(X, y, fraction: float, seed: int):
 # --------------------------------------------------------------------------- predict
 
 
-def read_features(name: str, n_in: int | None):
-    """(X, y or None) to predict on: a .npz needs X (y optional); a .csv with exactly
-    ``n_in`` columns is features only, any other .csv or name goes to ``load_data``."""
+def read_features(name: str, n_in: int | None, delimiter: str = AUTO):
+    """(X, y or None) to predict on: a .npz needs X (y optional); a text table holds ``n_in``
+    feature columns, then optionally targets; any other name goes to ``load_data``."""
     if name.lower().endswith(".npz") and os.path.isfile(name):
-        return _read_npz_features(name)
-    if name.lower().endswith(".csv") and os.path.isfile(name):
-        try:
-            table = np.loadtxt(name, delimiter=",", ndmin=2, skiprows=_header_rows(name))
-        except ValueError as exc:
-            raise ValueError(f"{name!r} is not a table of numbers: {exc}") from None
-        if n_in is not None and table.shape[1] == n_in:
-            return table, None
-    return load_data(name, seed=0)
+        X, y = _read_npz_features(name)
+    elif name.lower().endswith(TEXT_TABLES):
+        X, y = _prediction_csv(name, n_in, delimiter)
+    else:
+        X, y = load_data(name, seed=0)
+    return X, _checked_targets(name, X, y)
+
+
+def _prediction_csv(path: str, n_in: int | None, delimiter: str):
+    _existing_file(path)
+    table, used = read_table(path, delimiter)
+    if n_in is None:
+        n_in = table.shape[1] - 1
+    if table.shape[1] < n_in:
+        raise ValueError(f"{path!r} split on {delimiter_name(used)} has {table.shape[1]} "
+                         f"columns, but the model takes {n_in} features (then optionally "
+                         "targets); pass --delimiter if the file uses another")
+    X, rest = _float32(path, table[:, :n_in]), table[:, n_in:]
+    if rest.shape[1] == 0:
+        return X, None
+    return X, _targets(path, rest[:, 0] if rest.shape[1] == 1 else rest)
 
 
 def _read_npz_features(name: str):
@@ -95,14 +322,72 @@ def _read_npz_features(name: str):
     return arrays["X"], arrays.get("y")
 
 
-def _header_rows(path: str) -> int:
-    with open(path) as fh:
-        first = fh.readline().split(",")
-    try:
-        [float(cell) for cell in first]
-    except ValueError:
-        return 1
-    return 0
+def _checked_targets(name: str, X, y):
+    """y as a numeric 1-D or 2-D array with a row per sample of X (bools as 0/1), or None."""
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.dtype == bool:
+        y = y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+        raise ValueError(f"{name!r}: y must hold real numbers; got dtype {y.dtype}")
+    rows = np.shape(X)[0] if np.ndim(X) else None
+    if y.ndim not in (1, 2) or y.shape[0] != rows:
+        raise ValueError(f"{name!r}: X has {rows} rows but y has shape {y.shape}; y needs one "
+                         "row per sample")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"{name!r}: y contains NaN or Inf values")
+    return y
+
+
+def predictions(out: np.ndarray, output: str) -> tuple[np.ndarray, str]:
+    """(what to print, "labels" or "values") for model outputs ``out`` of shape (n, width).
+
+    labels: the argmax class per row; for a one-output model, 1 where its output (a logit,
+    as binary cross entropy trains it) is above 0. values: the outputs, 1-D for one output.
+    auto: labels for models with several outputs, values for one.
+    """
+    width = out.shape[1]
+    if output == "labels" or (output == "auto" and width > 1):
+        labels = out.argmax(axis=1) if width > 1 else (out[:, 0] > 0)
+        return labels.astype(np.int64), "labels"
+    return (out[:, 0] if width == 1 else out), "values"
+
+
+def _labels_in(y: np.ndarray, width: int) -> np.ndarray | None:
+    """Class labels y stands for: itself when 1-D whole numbers, the argmax of one-hot rows
+    as wide as the model; None when y holds other values."""
+    whole = np.all(y == np.round(y))
+    if y.ndim == 1:
+        return y.astype(np.int64) if whole else None
+    one_hot = y.shape[1] == width > 1 and np.all((y == 0) | (y == 1)) \
+        and np.all(y.sum(axis=1) == 1)
+    return y.argmax(axis=1) if one_hot else None
+
+
+def score(out: np.ndarray, result: np.ndarray, kind: str, y) -> str | None:
+    """'accuracy ... on n samples' or 'mse ... on n samples' when y can be compared with
+    the predictions, else None (y absent, or targets of another kind or shape).
+
+    Labels are scored against class labels in y; values of a several-output model against
+    1-D class labels (by argmax) or against targets of their shape (mse); values of a
+    one-output model against 1-D targets (mse).
+    """
+    if y is None:
+        return None
+    n, width = out.shape
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if kind == "labels" or (width > 1 and y.ndim == 1):
+        labels = _labels_in(y, width)
+        if labels is None:
+            return None
+        predicted = result if kind == "labels" else out.argmax(axis=1)
+        return f"accuracy {float(np.mean(predicted == labels)):.4f} on {n} samples"
+    values = out[:, 0] if width == 1 else out
+    if y.shape != values.shape:
+        return None
+    return f"mse {float(np.mean((values - y) ** 2)):.6g} on {n} samples"
 
 
 def format_cell(v) -> str:
@@ -117,3 +402,61 @@ def write_predictions(path: str, result: np.ndarray) -> None:
         return
     fmt = "%d" if np.issubdtype(result.dtype, np.integer) else "%.6g"
     np.savetxt(path, result, fmt=fmt, delimiter=",")
+
+
+# --------------------------------------------------------------------------- output paths
+
+
+def check_writable(flag: str, path: str) -> None:
+    """Fail now, not after the work, when ``path`` cannot be written: it is a folder, its
+    folder is missing or not a folder, or that folder (or the file itself) is read-only."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag}: {path!r} is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(folder):
+        raise ValueError(f"{flag}: folder {folder!r} does not exist")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{flag}: {folder!r} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag}: folder {folder!r} is not writable")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise ValueError(f"{flag}: {path!r} exists and is not writable")
+
+
+def refuse_overwriting(flag: str, path: str, inputs: dict[str, str]) -> None:
+    """Refuse an output path that is one of the command's input files (``{flag: path}``)."""
+    for other_flag, other in inputs.items():
+        if other and os.path.exists(other) and os.path.exists(path) \
+                and os.path.samefile(other, path):
+            raise ValueError(f"{flag} {path!r} would overwrite the {other_flag} file")
+
+
+def check_save_path(path: str) -> None:
+    """``--save``: a writable path ending in .npz."""
+    if not path.endswith(".npz"):
+        raise ValueError(f"--save path must end in .npz; got {path!r}")
+    check_writable("--save", path)
+
+
+def plot_formats() -> dict[str, str]:
+    """The file formats matplotlib writes here, {extension: description}."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError("--plot needs matplotlib, which is not installed; install the "
+                          "plot extra: pip install 'xpnet[plot]'")
+    from matplotlib.figure import Figure
+
+    return Figure().canvas.get_supported_filetypes()
+
+
+def check_plot_path(path: str) -> None:
+    """``--plot``: matplotlib installed, a format it writes (from the extension), writable."""
+    formats = plot_formats()
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    if extension not in formats:
+        known = ", ".join(f".{e}" for e in sorted(formats))
+        got = f"extension .{extension}" if extension else "no extension"
+        raise ValueError(f"--plot {path!r} has {got}, which matplotlib cannot write; use one "
+                         f"of {known}")
+    check_writable("--plot", path)

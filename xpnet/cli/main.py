@@ -7,20 +7,29 @@
     python -m xpnet predict --model model.npz --data spirals
 
 A bad flag or value prints one line, ``xpnet <command>: error: ...``, on stderr and exits
-with status 2; so do errors xpnet raises about data, backends and checkpoints.
+with status 2; so do errors xpnet raises about data, backends, checkpoints and memory.
+Every output path is checked before training starts. Ctrl-C during ``train --save`` saves
+the model of the last completed epoch and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
+import re
+import signal
 import sys
+import threading
 import time
+import warnings
 
 import numpy as np
 
 from .. import backend as backends
 from ..backend.info import format_report, report
+from ..backend.memory import check_fits
 from ..data import datasets
 from ..train.callbacks import Callback
 from ..version import __version__
@@ -29,7 +38,10 @@ from . import files as cli_data
 # Tuned so that the default ``train`` reaches about 99 % validation accuracy on the
 # spirals in well under a second of training on NumPy.
 DEFAULT_LR = {"adam": 0.01, "sgd": 0.1}
+# Arrays of optimizer state per parameter: Adam's two moments; the CLI's SGD has no momentum.
+OPTIMIZER_SLOTS = {"adam": 2, "sgd": 0}
 LOSSES = ("auto", "mse", "cross_entropy", "binary_cross_entropy")
+INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,6 +49,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with "(default: ...)", unless its help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or action.required:
+            return text
+        return super()._get_help_string(action)
 
 
 # --------------------------------------------------------------------------- value types
@@ -82,17 +104,31 @@ def _layers(text: str) -> list[int]:
     return sizes
 
 
+def _delimiter(text: str) -> str:
+    try:
+        return cli_data.parse_delimiter(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # --------------------------------------------------------------------------- the parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``xpnet`` argument parser with its three commands."""
-    parser = _Parser(prog="xpnet", description="Multilayer perceptrons on any array-API backend.")
-    parser.add_argument("--version", action="version", version=f"xpnet {__version__}")
+    parser = _Parser(prog="xpnet", description="Multilayer perceptrons on any array-API backend.",
+                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"xpnet {__version__}",
+                        help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("info", help="backends usable here: versions, devices, memory, BLAS")
-    _add_train(commands.add_parser("train", help="train an MLP and print loss and accuracy"))
-    _add_predict(commands.add_parser("predict", help="predict with a saved model"))
+    commands.add_parser("info", help="backends usable here: versions, devices, memory, BLAS",
+                        formatter_class=_HelpFormatter)
+    _add_train(commands.add_parser(
+        "train", help="train an MLP and print loss and accuracy", formatter_class=_HelpFormatter,
+        epilog="Output paths are checked before training starts. Ctrl-C saves the model of "
+               "the last completed epoch to --save and exits with status 130."))
+    _add_predict(commands.add_parser("predict", help="predict with a saved model",
+                                     formatter_class=_HelpFormatter))
     return parser
 
 
@@ -100,23 +136,32 @@ def _add_backend(p) -> None:
     p.add_argument("--backend", default=None, choices=backends.NAMES,
                    help="array library (default: $XPNET_BACKEND or numpy)")
     p.add_argument("--device", default=None,
-                   help="device, e.g. cpu, cuda, cuda:1 (torch), 0 (cupy)")
+                   help="device, e.g. cpu, cuda, cuda:1 (torch), 0 (cupy) (default: the "
+                        "backend's default device)")
+
+
+def _add_delimiter(p) -> None:
+    p.add_argument("--delimiter", type=_delimiter, default=cli_data.AUTO,
+                   help="column separator of a .csv, .tsv or .txt table: comma, semicolon, tab, "
+                        "whitespace or one character; auto detects it from the first lines")
 
 
 def _add_train(p) -> None:
     names = ", ".join(datasets.DATASETS)
     p.add_argument("--data", default="spirals",
-                   help=f"a bundled data set ({names}) or a .npz (X, y) / .csv (last column y) "
-                        "file (default: spirals)")
-    p.add_argument("--layers", type=_layers, default=[64, 64],
+                   help=f"a bundled data set ({names}), a .npz (X, y) or a .csv/.tsv/.txt "
+                        "table (features, then y in the last column)")
+    _add_delimiter(p)
+    p.add_argument("--layers", type=_layers, default="64,64",
                    help="hidden layer sizes, e.g. 64,64 (input and output widths come from the "
                         "data; 'none' for a linear model)")
     p.add_argument("--activation", default="relu",
-                   choices=["relu", "leaky_relu", "tanh", "sigmoid", "gelu"])
+                   choices=["relu", "leaky_relu", "tanh", "sigmoid", "gelu"],
+                   help="activation between the layers")
     _add_backend(p)
-    p.add_argument("--epochs", type=_positive_int, default=50)
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--optimizer", default="adam", choices=sorted(DEFAULT_LR))
+    p.add_argument("--epochs", type=_positive_int, default=50, help="passes over the data")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="samples per step")
+    p.add_argument("--optimizer", default="adam", choices=sorted(DEFAULT_LR), help="optimizer")
     p.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: 0.01 for adam, 0.1 for sgd)")
     p.add_argument("--seed", type=_seed, default=0,
@@ -124,19 +169,26 @@ def _add_train(p) -> None:
     p.add_argument("--loss", default="auto", choices=LOSSES,
                    help="auto: cross_entropy for integer labels, mse otherwise")
     p.add_argument("--validation-split", type=_fraction, default=0.2,
-                   help="fraction of the samples held out to validate (default 0.2)")
-    p.add_argument("--plot", metavar="PATH", help="write a PNG of the learning curves")
-    p.add_argument("--save", metavar="PATH", help="save the trained model (.npz)")
+                   help="fraction of the samples held out to validate")
+    p.add_argument("--plot", metavar="PATH",
+                   help="write the learning curves in the format of the extension: .png, "
+                        ".pdf, .svg, ... (default: no plot)")
+    p.add_argument("--save", metavar="PATH",
+                   help="save the trained model (.npz) (default: not saved)")
 
 
 def _add_predict(p) -> None:
-    p.add_argument("--model", required=True, metavar="PATH", help="a model saved by train --save")
+    p.add_argument("--model", required=True, metavar="PATH",
+                   help="a model saved by train --save (required)")
     p.add_argument("--data", required=True,
-                   help="a .npz (X, optional y) or .csv file, or a bundled data set name")
+                   help="a .npz (X, optional y), a .csv/.tsv/.txt table (the model's features, "
+                        "then optional targets) or a bundled data set name (required)")
+    _add_delimiter(p)
     p.add_argument("--output", default="auto", choices=["auto", "labels", "values"],
-                   help="labels: argmax class per row; values: raw outputs; auto: labels for "
-                        "models with several outputs")
-    p.add_argument("--out", metavar="PATH", help="write predictions here (.npy, or text)")
+                   help="labels: the class per row (argmax; for one output, 1 where it is above "
+                        "0); values: raw outputs; auto: labels for models with several outputs")
+    p.add_argument("--out", metavar="PATH",
+                   help="write predictions here, .npy or text (default: print them)")
     _add_backend(p)
 
 
@@ -150,23 +202,56 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # usage errors (2), --help and --version (0)
         return int(exc.code or 0)
+    except BrokenPipeError:  # `xpnet --help | head -1`
+        _stdout_to_devnull()
+        return 0
     import xpnet as xn
 
     expected = (ValueError, xn.BackendError, xn.CheckpointError, xn.DivergenceError,
-                ImportError, OSError)
+                ImportError, MemoryError, OSError)
+    command = {"info": cmd_info, "train": cmd_train, "predict": cmd_predict}[args.command]
     try:
-        return {"info": cmd_info, "train": cmd_train, "predict": cmd_predict}[args.command](args)
-    except expected as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"xpnet {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `xpnet predict ... | head`: the reader left, nothing to report
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        with _quiet_numerics():
+            status = command(args)
+        sys.stdout.flush()  # a reader that left shows here, not in Python's flush at exit
+        return status
+    except BrokenPipeError:  # before OSError, its base: `xpnet predict ... | head`
+        _stdout_to_devnull()
         return 0
+    except expected as exc:
+        print(f"xpnet {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"xpnet {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's message on one line, epochs and batches counted from 1 as printed."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    return re.sub(r"epoch (\d+), batch (\d+) \(both counted from 0\)",
+                  lambda m: f"epoch {int(m[1]) + 1}, batch {int(m[2]) + 1}", message)
+
+
+@contextlib.contextmanager
+def _quiet_numerics():
+    """A diverging run is reported once, as the DivergenceError line: NumPy's overflow
+    RuntimeWarnings, with their source lines, would only bury it."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at os.devnull once its reader has gone, so that the flush at exit does
+    not fail again (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 # --------------------------------------------------------------------------- info
@@ -182,59 +267,138 @@ def cmd_info(args) -> int:
 
 
 def cmd_train(args) -> int:
-    """Train an MLP on ``--data`` and print loss (and accuracy) per epoch and a summary."""
+    """Train an MLP on ``--data`` and print loss (and accuracy) per epoch and a summary.
+
+    Order matters: output paths and the memory the model needs are checked before anything
+    is trained; afterwards the model is saved before the plot, which may still fail.
+    """
+    # the snapshot is taken before the epoch's line is printed: what is printed is saved
+    keeper = _LastEpoch() if args.save else None
+    start = time.perf_counter()
+    try:
+        model, history, printer = _train(args, keeper)
+    except KeyboardInterrupt:
+        if keeper is None:
+            raise
+        return _save_interrupted(keeper, args)
+    seconds = time.perf_counter() - start
+    print(f"done: {_epochs_done(history, args.epochs, printer.last)} in {seconds:.2f} s on "
+          f"{model.backend.name} ({model.backend.device}); final " + _format(printer.last))
+    if args.save:
+        _save(model, args.save)
+        print(f"model saved to {args.save}")
+    if args.plot:
+        _plot_or_explain(history, args.plot, args.save)
+        print(f"learning curves written to {args.plot}")
+    return 0
+
+
+def _train(args, keeper):
+    """Check, load, build and fit; returns (model, history, the epoch printer)."""
     import xpnet as xn
 
-    _check_outputs(args.save, args.plot)
-    X, y = cli_data.load_data(args.data, args.seed)
+    _check_train_outputs(args)
+    X, y = cli_data.load_data(args.data, args.seed, args.delimiter)
     loss = cli_data.infer_loss(y) if args.loss == "auto" else args.loss
     n_out = cli_data.output_width(y, loss)
     (Xt, yt), val = cli_data.split(X, y, args.validation_split, args.seed)
     lr = args.lr or DEFAULT_LR[args.optimizer]
-    with xn.use(args.backend or backends.current().name, device=args.device):
-        model = xn.mlp([X.shape[1], *args.layers, n_out], activation=args.activation,
-                       seed=args.seed)
+    sizes = [X.shape[1], *args.layers, n_out]
+    backend = backends.get(args.backend or backends.current().name, args.device)
+    # fit's divergence guard keeps one snapshot of parameters and optimizer state; --save
+    # keeps another, of the last completed epoch, for Ctrl-C
+    check_fits(backend, sizes, min(args.batch_size, Xt.shape[0]),
+               OPTIMIZER_SLOTS[args.optimizer], "train",
+               advice="lower --layers (the largest layer first) or --batch-size",
+               snapshots=1 + bool(args.save))
+    model = xn.mlp(sizes, activation=args.activation, seed=args.seed, backend=backend)
     optimizer = xn.Adam(lr=lr) if args.optimizer == "adam" else xn.SGD(lr=lr)
     n_val = 0 if val is None else val[0].shape[0]
     print(f"data {args.data}: {X.shape[0]} samples, {X.shape[1]} features, "
           f"{cli_data.describe_task(y, loss)}; {Xt.shape[0]} to train, {n_val} to validate")
-    sizes = [X.shape[1], *args.layers, n_out]
     n_params = sum(int(np.prod(shape)) for shape in model.param_shapes().values())
     print(f"model mlp {sizes} {args.activation} ({n_params} parameters) on "
           f"{model.backend.name} {model.backend.dtype_name}; loss {loss}; "
           f"{args.optimizer} lr {lr}; batch size {args.batch_size}")
     printer = _EpochPrinter(Xt, yt, loss, args.epochs)
-    start = time.perf_counter()
     history = model.fit(Xt, yt, loss=loss, optimizer=optimizer, epochs=args.epochs,
                         batch_size=args.batch_size, validation_data=val, seed=args.seed,
-                        callbacks=[printer])
-    seconds = time.perf_counter() - start
-    print(f"done: {len(history.epoch)} epochs in {seconds:.2f} s on {model.backend.name} "
-          f"({model.backend.device}); final " + _format(printer.last))
-    if args.plot:
-        _plot(history, args.plot)
-        print(f"learning curves written to {args.plot}")
-    if args.save:
-        model.save(args.save)
-        print(f"model saved to {args.save}")
-    return 0
+                        callbacks=[cb for cb in (keeper, printer) if cb is not None])
+    return model, history, printer
 
 
-def _check_outputs(save, plot) -> None:
-    """Fail before training, not after, on paths that cannot be written."""
-    if save is not None and not save.endswith(".npz"):
-        raise ValueError(f"--save path must end in .npz; got {save!r}")
-    for flag, path in (("--save", save), ("--plot", plot)):
-        if path is not None:
-            folder = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(folder):
-                raise ValueError(f"{flag}: folder {folder!r} does not exist")
-    if plot is not None:
-        import importlib.util
+def _check_train_outputs(args) -> None:
+    """Fail before training, not after, on any output that could not be written."""
+    if args.save is not None:
+        cli_data.check_save_path(args.save)
+        cli_data.refuse_overwriting("--save", args.save, {"--data": args.data})
+    if args.plot is not None:
+        cli_data.check_plot_path(args.plot)
+        cli_data.refuse_overwriting("--plot", args.plot, {"--data": args.data})
 
-        if importlib.util.find_spec("matplotlib") is None:
-            raise ImportError("--plot needs matplotlib, which is not installed; install the "
-                              "plot extra: pip install 'xpnet[plot]'")
+
+def _epochs_done(history, epochs: int, last: dict) -> str:
+    """'50 epochs', or why training ended early ('3 of 50 epochs (non-finite val_loss)')."""
+    done = len(history.epoch)
+    if done == epochs:
+        return "1 epoch" if done == 1 else f"{done} epochs"
+    bad = [key for key, value in last.items() if not math.isfinite(value)]
+    why = f"non-finite {', '.join(bad)}" if bad else "stopped early"
+    return f"{done} of {epochs} epochs ({why})"
+
+
+class _LastEpoch(Callback):
+    """Keeps a copy of the model (and optimizer state) as it was after the last full epoch."""
+
+    def __init__(self):
+        self.saved: tuple[int, dict] | None = None  # (epoch from 0, snapshot), set at once
+
+    def on_epoch_end(self, epoch, logs):
+        self.saved = (epoch, self.model.snapshot(optimizer=True))
+
+
+def _save_interrupted(keeper: _LastEpoch, args) -> int:
+    """After Ctrl-C: save the last completed epoch's model to --save; one line says so."""
+    if keeper.saved is None:
+        print(f"xpnet train: interrupted before the first epoch ended; nothing saved to "
+              f"{args.save}", file=sys.stderr)
+        return INTERRUPTED
+    epoch, snapshot = keeper.saved
+    with _ignoring_interrupts():  # a second Ctrl-C must not lose the first one's save
+        keeper.model.restore(snapshot)
+        _save(keeper.model, args.save)
+    print(f"xpnet train: interrupted; saved the model as it was after epoch "
+          f"{epoch + 1}/{args.epochs} to {args.save}", file=sys.stderr)
+    return INTERRUPTED
+
+
+def _save(model, path: str) -> None:
+    with _ignoring_interrupts():  # model.save is atomic; finishing it beats leaving none
+        model.save(path)
+
+
+@contextlib.contextmanager
+def _ignoring_interrupts():
+    """Ignore SIGINT for the block (only the main thread may change signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        # None: a handler installed outside Python, which signal() cannot put back
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
+def _plot_or_explain(history, path: str, saved: str | None) -> None:
+    """Write the plot; a failure becomes one line that also says the model is safe."""
+    try:
+        _plot(history, path)
+    except Exception as exc:  # LaTeX missing for .pgf, a full disk, a font error ...
+        kept = f"; the model was saved to {saved}" if saved else ""
+        raise ValueError(f"--plot: could not write {path!r} ({type(exc).__name__}: "
+                         f"{exc}){kept}") from None
 
 
 def _format(logs: dict) -> str:
@@ -258,8 +422,11 @@ class _EpochPrinter(Callback):
         # training metrics first, then validation ones, as Keras prints them
         self.last = dict(sorted(logs.items(), key=lambda kv: kv[0].startswith("val_")))
         width = len(str(self.epochs))
-        print(f"epoch {epoch + 1:>{width}}/{self.epochs}  {_format(self.last)}  "
-              f"({time.perf_counter() - self.start:.2f} s)", flush=True)
+        try:
+            print(f"epoch {epoch + 1:>{width}}/{self.epochs}  {_format(self.last)}  "
+                  f"({time.perf_counter() - self.start:.2f} s)", flush=True)
+        except BrokenPipeError:  # `train | head`: the reader left; training goes on to --save
+            _stdout_to_devnull()
 
 
 def _plot(history, path: str) -> None:
@@ -281,23 +448,28 @@ def cmd_predict(args) -> int:
     """Predict with a saved model; prints one prediction per row or writes ``--out``."""
     import xpnet as xn
 
+    if args.out is not None:
+        cli_data.check_writable("--out", args.out)
+        cli_data.refuse_overwriting("--out", args.out, {"--model": args.model, "--data": args.data})
     target = None if args.backend is None and args.device is None else \
         backends.get(args.backend or backends.current().name, args.device)
     model = xn.load(args.model, backend=target)
-    X, y = cli_data.read_features(args.data, model.n_in)
+    X, y = cli_data.read_features(args.data, model.n_in, args.delimiter)
     out = model.backend.to_numpy(model.predict(X))
-    as_labels = args.output == "labels" or (args.output == "auto" and out.shape[1] > 1)
-    result = out.argmax(axis=1) if as_labels else (out[:, 0] if out.shape[1] == 1 else out)
+    result, kind = cli_data.predictions(out, args.output)
     report = sys.stdout if args.out else sys.stderr  # keep stdout pure predictions
     if args.out:
         cli_data.write_predictions(args.out, result)
         print(f"{result.shape[0]} predictions written to {args.out}", file=report)
     else:
-        for row in np.atleast_2d(result.T).T:
-            print(",".join(cli_data.format_cell(v) for v in np.atleast_1d(row)))
-    if y is not None and as_labels and y.ndim == 1 and np.all(y == np.round(y)):
-        print(f"accuracy {float(np.mean(result == y)):.4f} on {y.shape[0]} samples", file=report)
-    elif y is not None and not as_labels and y.shape[0] == result.shape[0]:
-        mse = float(np.mean((result.reshape(y.shape) - y) ** 2))
-        print(f"mse {mse:.6g} on {y.shape[0]} samples", file=report)
+        _print_rows(result)
+    line = cli_data.score(out, result, kind, y)
+    if line is not None:
+        print(line, file=report)
     return 0
+
+
+def _print_rows(result: np.ndarray) -> None:
+    """One line per sample: a label or value, or a row of values separated by commas."""
+    for row in result if result.ndim == 2 else result[:, None]:
+        print(",".join(cli_data.format_cell(v) for v in row))

@@ -211,11 +211,16 @@ class LearningRateScheduler(Callback):
 
     ``fn`` gets the epoch (from 0) and the current rate, and returns the new one (a
     positive finite number). ``self.history`` lists the rate used in each epoch.
+    Subclasses override ``schedule`` instead and pass no ``fn``.
     """
 
     def __init__(self, fn: Callable[[int, float], float] | None = None):
         if fn is not None and not callable(fn):
             raise TypeError(f"LearningRateScheduler: fn must be callable; got {fn!r}")
+        if fn is None and type(self).schedule is LearningRateScheduler.schedule:
+            # caught here rather than as "'NoneType' object is not callable" at epoch 0
+            raise TypeError(f"{type(self).__name__} needs fn, a function (epoch, lr) -> new "
+                            "lr, or a subclass that overrides schedule(epoch, lr)")
         self.fn = fn
         self.history: list[float] = []
 
