@@ -483,3 +483,48 @@ def test_device_arrays_beyond_float32_are_an_overflow_on_every_backend(backend):
     with pytest.raises(DataError, match=r"set_params: 0\.b holds values up to 1e\+300"):
         model.set_params({**model.params, "0.b": huge((5,))})
     _assert_same(before, _snapshot(model))
+
+
+# --------------------------------------------------------------------------- layer arguments
+
+
+@pytest.mark.parametrize("width", [np.int64(2), np.int32(2), np.uint8(2)])
+def test_numpy_integers_are_widths(width, tmp_path):
+    model = xn.mlp([3, np.int64(8), width])
+    assert model.n_out == 2 and type(model.layers[-1].n_out) is int
+    model.save(tmp_path / "m.npz")  # config() is JSON: plain ints only
+    assert xn.load(tmp_path / "m.npz").param_shapes() == model.param_shapes()
+
+
+@pytest.mark.parametrize("width, words", [
+    (2.0, ["n_out", "2.0", "float"]), (True, ["n_out", "bool"]), (np.True_, ["n_out"]),
+    (0, ["n_out", "positive"]), (np.int64(-3), ["n_out", "positive"]), ("2", ["n_out", "str"]),
+])
+def test_widths_that_are_not_positive_integers_are_refused(width, words):
+    with pytest.raises(ValueError) as info:
+        xn.Dense(3, width)
+    for word in words:
+        assert word in str(info.value)
+
+
+@pytest.mark.parametrize("make, value", [
+    (lambda: xn.LeakyReLU(np.float32(0.5)), 0.5), (lambda: xn.LeakyReLU(np.int64(1)), 1.0),
+    (lambda: xn.Dropout(np.float32(0.25)), 0.25), (lambda: xn.Dropout(np.float64(0.5)), 0.5),
+])
+def test_numpy_numbers_are_layer_arguments(make, value):
+    layer = make()
+    assert list(layer.config().values()) == [value]
+    assert type(next(iter(layer.config().values()))) is float
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: xn.LeakyReLU(True), ["slope", "True"]),
+    (lambda: xn.LeakyReLU(float("inf")), ["slope", "finite"]),
+    (lambda: xn.Dropout(np.True_), ["Dropout", "[0, 1)"]),
+    (lambda: xn.Dense(3, 2, bias="no"), ["bias", "True or False"]),
+])
+def test_bool_like_layer_arguments_are_refused(make, words):
+    with pytest.raises(ValueError) as info:
+        make()
+    for word in words:
+        assert word in str(info.value)
