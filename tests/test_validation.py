@@ -290,7 +290,7 @@ def test_overflow_names_the_largest_magnitude():
 
 def test_long_double_beyond_float64_is_an_overflow_for_a_float64_model():
     model = xn.mlp([N_IN, 2], dtype="float64")
-    with pytest.raises(DataError, match=r"1e\+400.*float64's range"):
+    with pytest.raises(DataError, match=r"float64's range.*1e\+400"):
         model.predict(np.full((2, N_IN), np.longdouble("1e400")))
 
 
@@ -478,9 +478,9 @@ def test_device_arrays_beyond_float32_are_an_overflow_on_every_backend(backend):
     def huge(shape):
         return xp.asarray(np.full(shape, 1e300), dtype=xp.float64, device=backend.device)
 
-    with pytest.raises(DataError, match=r"X holds values up to 1e\+300.*float32's range"):
+    with pytest.raises(DataError, match=r"X holds values beyond float32's range.*1e\+300"):
         model.predict(huge((2, N_IN)))
-    with pytest.raises(DataError, match=r"set_params: 0\.b holds values up to 1e\+300"):
+    with pytest.raises(DataError, match=r"set_params: 0\.b holds values beyond.*1e\+300"):
         model.set_params({**model.params, "0.b": huge((5,))})
     _assert_same(before, _snapshot(model))
 

@@ -205,25 +205,31 @@ def _check_finite(name: str, arr: np.ndarray) -> None:
                         f"{_at(np.argwhere(bad)[0])}")
 
 
-def _overflow_error(name: str, largest, dtype_name: str) -> DataError:
-    limit = np.finfo(dtype_name).max
+def _overflow_error(name: str, arr: np.ndarray, dtype_name: str, model: bool = True
+                    ) -> DataError:
+    """The error for finite values of ``arr`` beyond ``dtype_name``: names the largest one."""
+    flat = arr.reshape(-1)
+    largest = flat[np.argmax(np.abs(flat))]
     with np.errstate(over="ignore"):
         as_float = float(np.float64(largest))
     shown = f"{as_float:.6g}" if np.isfinite(as_float) else np.format_float_scientific(
         largest, precision=6).replace(".e", "e")  # a long double beyond float64 too
+    limit = np.finfo(dtype_name).max
     return DataError(
-        f"{name} holds values up to {shown} in magnitude, beyond {dtype_name}'s range "
-        f"(largest finite {limit:.6g}): they would overflow to Inf; rescale the data"
-        + (" or build the model with dtype='float64'" if dtype_name == "float32" else ""))
+        f"{name} holds values beyond {dtype_name}'s range (largest finite {limit:.6g}), the "
+        f"largest in magnitude {shown}: they would overflow to Inf; rescale the data"
+        + (" or build the model with dtype='float64'" if model and dtype_name == "float32"
+           else ""))
 
 
-def _cast_host(name: str, arr: np.ndarray, dtype_name: str) -> np.ndarray:
-    """``arr`` in the model's dtype; finite values that overflow it are refused by name."""
+def _cast_host(name: str, arr: np.ndarray, dtype_name: str, model: bool = True) -> np.ndarray:
+    """``arr`` in the model's dtype (``model``: a dtype the user chose, so the message may
+    suggest float64); finite values that overflow it are refused by name."""
     with np.errstate(over="ignore", invalid="ignore"):
         out = arr.astype(dtype_name, copy=False)
     if arr.dtype.kind == "f" and out.dtype.itemsize < arr.dtype.itemsize \
             and not np.all(np.isfinite(out)):
-        raise _overflow_error(name, np.max(np.abs(arr)), dtype_name)
+        raise _overflow_error(name, arr, dtype_name, model)
     return out
 
 
@@ -242,8 +248,7 @@ def _cast_device(name: str, backend: Backend, x, kinds, copy: bool = False):
     with np.errstate(over="ignore"):  # libraries built on NumPy warn; the check below tells
         out = xp.astype(x, backend.dtype, copy=copy)
     if floating and not bool(xp.all(xp.isfinite(out))):
-        largest = backend.to_numpy(xp.max(xp.abs(x)))
-        raise _overflow_error(name, largest, backend.dtype_name)
+        raise _overflow_error(name, backend.to_numpy(x), backend.dtype_name)
     return out
 
 
