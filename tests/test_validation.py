@@ -528,3 +528,15 @@ def test_bool_like_layer_arguments_are_refused(make, words):
         make()
     for word in words:
         assert word in str(info.value)
+
+
+def test_targets_of_no_samples_are_empty_not_a_reduction_error():
+    backend = xn.backend.get("numpy")
+    for loss in ("cross_entropy", "binary_cross_entropy"):
+        with pytest.raises(DataError, match=r"y is empty: shape \(0,\)"):
+            xn.data.targets(backend, np.zeros(0), loss, 1, 0)
+
+
+def test_a_zero_d_object_number_is_a_shape_problem_not_a_type_problem():
+    with pytest.raises(DataError, match=r"2-D.*shape \(\)"):
+        _trained().predict(np.array(3.5, dtype=object))

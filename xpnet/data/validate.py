@@ -174,7 +174,7 @@ def _sample(arr: np.ndarray) -> str:
 def _object_numbers(name: str, arr: np.ndarray) -> np.ndarray:
     """An object array of real numbers as float64 (NumPy makes one from a list holding an
     int beyond int64); anything else in it is named."""
-    if arr.ndim == 0:
+    if arr.ndim == 0 and not isinstance(arr[()], numbers.Real):
         raise DataError(f"{name} is {type(arr[()]).__name__} {_short(arr[()])}, not an array "
                         "of real numbers")
     for index, value in np.ndenumerate(arr):
@@ -346,6 +346,8 @@ def targets(backend: Backend, y, loss: str, n_out: int | None, n_samples: int,
     if host.shape[:1] != (n_samples,):
         got = host.shape[0] if host.ndim else "a scalar"
         raise DataError(f"X has {n_samples} samples but {name} has {got}: they must match")
+    if host.size == 0:
+        raise DataError(f"{name} is empty: shape {host.shape}")
     _check_finite(name, host)
     if loss == "cross_entropy":
         host = _class_targets(host, n_out, name)
@@ -388,7 +390,7 @@ def _class_targets(host: np.ndarray, n_classes: int, name: str) -> np.ndarray:
     if host.dtype.kind == "f" and not np.all(np.equal(np.mod(host, 1), 0)):
         first = int(np.argmax(np.mod(host, 1) != 0))
         raise DataError(f"{name} for cross_entropy must hold integer class labels; "
-                        f"found non-integer values ({name}[{first}] = {host[first]!r})")
+                        f"found non-integer values ({name}[{first}] = {_number(host[first])})")
     # the range is checked on the values as given: a cast to int64 first would turn 1e20
     # (or a uint64 beyond 2**63) into a wrapped-around negative number
     low, high = host.min(), host.max()
