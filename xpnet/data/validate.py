@@ -223,12 +223,17 @@ def _overflow_error(name: str, arr: np.ndarray, dtype_name: str, model: bool = T
 
 
 def _cast_host(name: str, arr: np.ndarray, dtype_name: str, model: bool = True) -> np.ndarray:
-    """``arr`` in the model's dtype (``model``: a dtype the user chose, so the message may
-    suggest float64); finite values that overflow it are refused by name."""
+    """``arr`` in the model's dtype, refusing NaN/Inf as given and finite values that
+    overflow the dtype, each by name (``model``: the dtype is the user's choice, so the
+    message may suggest float64).
+
+    One pass over the cast result in the common case; the source is read again only to
+    tell the two failures apart.
+    """
     with np.errstate(over="ignore", invalid="ignore"):
         out = arr.astype(dtype_name, copy=False)
-    if arr.dtype.kind == "f" and out.dtype.itemsize < arr.dtype.itemsize \
-            and not np.all(np.isfinite(out)):
+    if out.dtype.kind == "f" and not np.all(np.isfinite(out)):
+        _check_finite(name, arr)
         raise _overflow_error(name, arr, dtype_name, model)
     return out
 
@@ -239,16 +244,15 @@ def _cast_device(name: str, backend: Backend, x, kinds, copy: bool = False):
     if not xp.isdtype(x.dtype, kinds):
         raise DataError(f"{name} must be numeric and real; got dtype {x.dtype} "
                         f"(shape {tuple(x.shape)})")
-    floating = xp.isdtype(x.dtype, "real floating")
-    if floating and not bool(xp.all(xp.isfinite(x))):
-        _check_finite(name, backend.to_numpy(x))  # names the count and the first one
-        raise DataError(f"{name} contains NaN or Inf values")
     if x.dtype == backend.dtype:
-        return xp.asarray(x, copy=True) if copy else x
-    with np.errstate(over="ignore"):  # libraries built on NumPy warn; the check below tells
-        out = xp.astype(x, backend.dtype, copy=copy)
-    if floating and not bool(xp.all(xp.isfinite(out))):
-        raise _overflow_error(name, backend.to_numpy(x), backend.dtype_name)
+        out = xp.asarray(x, copy=True) if copy else x
+    else:
+        with np.errstate(over="ignore"):  # libraries built on NumPy warn; the check tells
+            out = xp.astype(x, backend.dtype, copy=copy)
+    if not bool(xp.all(xp.isfinite(out))):
+        host = backend.to_numpy(x)
+        _check_finite(name, host)  # names the count and the first one
+        raise _overflow_error(name, host, backend.dtype_name)
     return out
 
 
@@ -284,7 +288,6 @@ def inputs(backend: Backend, X, n_in: int | None, first_layer: str, name: str = 
     # (float16, long double, object arrays of numbers), which the array API does not name
     host = _to_host(name, X, backend)
     _check_features(host.shape, n_in, first_layer, name)
-    _check_finite(name, host)
     host = _cast_host(name, host, backend.dtype_name)
     # on the NumPy backend X is used in place, as it always was: no copy of the whole set
     return backend.asarray(host, copy=None if backend.owns(host) else True)
@@ -323,7 +326,6 @@ def parameter(backend: Backend, value, name: str):
         return _cast_device(name, backend, backend.plain(value), ("real floating", "integral"),
                             copy=True)
     host = _to_host(name, value, backend, allow_bool=False)
-    _check_finite(name, host)
     return backend.asarray(_cast_host(name, host, backend.dtype_name))
 
 
