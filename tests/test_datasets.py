@@ -172,3 +172,44 @@ def test_load_file_npz_without_y(tmp_path):
     np.savez(path, X=np.zeros((3, 2)))
     with pytest.raises(DataError, match=r"lacks array\(s\) \['y'\]"):
         datasets.load_file(path)
+
+
+# Files are data too: the same checks as fit's (issue 9, family 4). Before, a float64 file
+# value of 1e300 became Inf silently, complex parts and durations were cast away, and a CSV
+# label of 1e20 or a uint64 past 2**63 wrapped around to a negative int64.
+
+
+@pytest.mark.parametrize("X, y, words", [
+    (np.full((3, 2), 1e300), np.zeros(3), ["X", "1e+300", "float32's range"]),
+    (np.zeros((3, 2)), np.full(3, -1e300), ["y", "-1e+300"]),
+    (np.ones((3, 2)) + 1j, np.zeros(3), ["X", "complex"]),
+    (np.zeros((3, 2), "m8[s]"), np.zeros(3), ["X", "durations"]),
+    (np.full((3, 2), "a"), np.zeros(3), ["X", "text"]),
+    (np.zeros((3, 2)), np.full(3, 2**63 + 5, dtype=np.uint64), ["y", "9223372036854775813"]),
+    (np.full((3, 2), np.nan), np.zeros(3), ["X", "NaN", "row 0, column 0"]),
+])
+def test_load_file_refuses_what_fit_would_refuse(tmp_path, X, y, words):
+    path = tmp_path / "bad.npz"
+    np.savez(path, X=X, y=y)
+    with pytest.raises(DataError) as info:
+        datasets.load_file(path)
+    for word in [str(path), *words]:
+        assert word in str(info.value), (word, str(info.value))
+    assert "dtype='float64'" not in str(info.value)  # load_file always gives float32
+
+
+def test_load_file_csv_keeps_labels_that_int64_cannot_hold_as_values(tmp_path):
+    (tmp_path / "big.csv").write_text("1,2,1e20\n3,4,0\n")
+    _, y = datasets.load_file(tmp_path / "big.csv")
+    assert y.dtype == np.float32 and y[0] == np.float32(1e20)
+    (tmp_path / "huge.csv").write_text("1e300,2,1\n3,4,0\n")
+    with pytest.raises(DataError, match=r"X holds values beyond float32's range.*1e\+300"):
+        datasets.load_file(tmp_path / "huge.csv")
+
+
+def test_load_file_reads_bool_features_as_zero_and_one(tmp_path):
+    path = tmp_path / "bool.npz"
+    np.savez(path, X=np.array([[True, False], [False, True]]), y=np.array([True, False]))
+    X, y = datasets.load_file(path)
+    assert X.dtype == np.float32 and X.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert y.dtype == np.int64 and y.tolist() == [1, 0]

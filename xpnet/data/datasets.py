@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .validate import DataError, host_rng
+from .validate import DataError, _cast_host, _real_numbers, host_rng
 
 __all__ = [
     "DATASETS", "circles", "digits", "hidden_layer_toy", "linear", "load", "load_file",
@@ -272,7 +272,8 @@ def _read_csv(path: str):
             raise DataError(f"{path!r}: data row {i + 1} has a cell that is not a number: {row}")
     table = np.array([[float(cell) for cell in row] for row in rows])
     y = table[:, -1]
-    if np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+    # whole numbers are labels, but only where int64 holds them exactly: 1e20 stays a value
+    if np.all(np.isfinite(y)) and np.all(y == np.round(y)) and np.all(np.abs(y) < 2**53):
         y = y.astype(np.int64)
     return table[:, :-1], y
 
@@ -286,19 +287,29 @@ def _numeric_row(row) -> bool:
 
 
 def _checked(path: str, X, y):
-    X, y = np.asarray(X), np.asarray(y)
-    if not (np.issubdtype(X.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
-        raise DataError(f"{path!r}: X and y must be numeric; got {X.dtype} and {y.dtype}")
+    """X as float32 and y as int64 labels or float32 targets, checked as ``xn.fit`` would:
+    real numbers only (bools as 0/1), finite, and nothing a cast would wrap or overflow."""
+    X = _real_numbers(f"{path!r}: X", np.asarray(X))
+    y = _real_numbers(f"{path!r}: y", np.asarray(y))
     if X.ndim == 1:
         X = X.reshape(-1, 1)
     if X.ndim != 2 or X.shape[0] == 0:
         raise DataError(f"{path!r}: X must be 2-D (samples, features); got shape {X.shape}")
     if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
         raise DataError(f"{path!r}: X has {X.shape[0]} samples but y has shape {y.shape}")
-    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
-        raise DataError(f"{path!r}: X or y contains NaN or Inf values")
-    y = y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y.astype(np.float32)
-    return X.astype(np.float32), y
+    return _cast_host(f"{path!r}: X", X, "float32", model=False), _targets_of_file(path, y)
+
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _targets_of_file(path: str, y: np.ndarray) -> np.ndarray:
+    if y.dtype.kind in "biu":
+        if y.size and y.dtype.kind == "u" and y.max() > _INT64_MAX:
+            raise DataError(f"{path!r}: y holds integers up to {y.max()}, beyond int64's range "
+                            "(class labels are small non-negative integers)")
+        return y.astype(np.int64)
+    return _cast_host(f"{path!r}: y", y, "float32", model=False)
 
 
 # --------------------------------------------------------------------------- registry

@@ -14,6 +14,7 @@ own Layer subclass to it.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -88,9 +89,9 @@ class Dense(Layer):
 
     def __init__(self, n_in: int, n_out: int, init: str | Callable | None = None,
                  bias: bool = True):
-        for label, n in (("n_in", n_in), ("n_out", n_out)):
-            if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-                raise ValueError(f"Dense: {label} must be a positive int; got {n!r}")
+        n_in, n_out = _width("n_in", n_in), _width("n_out", n_out)
+        if not isinstance(bias, bool):
+            raise ValueError(f"Dense: bias must be True or False; got {bias!r}")
         if init not in (None, "custom"):
             initializers.resolve(init)  # fail now, not at model build time
         self.n_in, self.n_out, self.init, self.bias = n_in, n_out, init, bias
@@ -129,6 +130,29 @@ class Dense(Layer):
         return Y, backprop
 
 
+def _width(label: str, n) -> int:
+    """A layer width: any integer type (NumPy's too), as a plain int for ``config()``.
+
+    Floats are refused even when whole (2.0 is usually a width computed with ``/``), and
+    so are bools, which are ints to Python but never meant as a width.
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        kind = "a bool" if isinstance(n, bool) else type(n).__name__
+        raise ValueError(f"Dense: {label} must be a positive int; got {n!r} ({kind}; widths "
+                         "are integers: int or a NumPy integer)")
+    if n <= 0:
+        raise ValueError(f"Dense: {label} must be a positive int; got {n!r}")
+    return int(n)
+
+
+def _real(owner: str, label: str, value) -> float:
+    """A finite real number (NumPy's too, not bools) as a plain float, or a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        raise ValueError(f"{owner}: {label} must be a finite number; got {value!r}")
+    return float(value)
+
+
 class ReLU(Layer):
     """max(X, 0)."""
 
@@ -151,9 +175,7 @@ class LeakyReLU(Layer):
     """X where X > 0, else slope * X."""
 
     def __init__(self, slope: float = 0.01):
-        if not isinstance(slope, (int, float)) or not math.isfinite(slope):
-            raise ValueError(f"LeakyReLU: slope must be a finite number; got {slope!r}")
-        self.slope = float(slope)
+        self.slope = _real("LeakyReLU", "slope", slope)
 
     def config(self):
         return {"slope": self.slope}
@@ -250,7 +272,7 @@ class Dropout(Layer):
     """
 
     def __init__(self, p: float = 0.5):
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must be a number in [0, 1); got {p!r}")
         self.p = float(p)
 
