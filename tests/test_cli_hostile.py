@@ -57,16 +57,19 @@ def host_params(path) -> dict:
 
 
 def interrupt_at_step(monkeypatch, step: int) -> None:
-    """Raise KeyboardInterrupt from Adam's ``step``-th update (counted from 1)."""
-    real, calls = xn.Adam.step, []
+    """Raise KeyboardInterrupt from Adam's ``step``-th update (counted from 1), whichever
+    update path the backend takes (per parameter, or all at once on flat buffers)."""
+    calls = []
+    for method in ("step", "step_flat"):
+        real = getattr(xn.Adam, method)
 
-    def step_then_maybe_interrupt(self, *args, **kwargs):
-        calls.append(None)
-        if len(calls) == step:
-            raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
+        def then_maybe_interrupt(self, *args, _real=real, **kwargs):
+            calls.append(None)
+            if len(calls) == step:
+                raise KeyboardInterrupt
+            return _real(self, *args, **kwargs)
 
-    monkeypatch.setattr(xn.Adam, "step", step_then_maybe_interrupt)
+        monkeypatch.setattr(xn.Adam, method, then_maybe_interrupt)
 
 
 def test_ctrl_c_mid_epoch_saves_the_last_completed_epoch(tmp_path, monkeypatch, capsys):

@@ -465,10 +465,7 @@ CASES = [
                                **FIT_DEFAULTS),
          ValueError, ["optimizer", "float32", "new optimizer"]),
     case("fit optimizer shared by two models", share_optimizer, ValueError,
-         ["optimizer", "another model"],
-         needs=f"{LOOP} _check_optimizer_state (or {OPTIM} Optimizer): bind an optimizer to "
-               "the model (or parameter arrays) it first stepped, and refuse it for another; "
-               "today same-shaped models share moments and A.save() writes B's state"),
+         ["optimizer", "another model"]),
     # --- fit: epochs, batch_size, check_every
     case("fit epochs -1", fit(epochs=-1), ValueError, ["epochs", ">= 0"]),
     case("fit epochs 1.5", fit(epochs=1.5), ValueError, ["epochs"]),
@@ -641,9 +638,7 @@ CASES = [
                "the first epoch trains, then save raises FileNotFoundError)"),
     case("LearningRateScheduler fn 3", make(xn.LearningRateScheduler, 3), TypeError,
          ["fn", "callable"]),
-    case("LearningRateScheduler no fn", make(xn.LearningRateScheduler), TypeError, ["fn"],
-         needs=f"{CALLBACKS} LearningRateScheduler.__init__: require fn unless a subclass "
-               "overrides schedule (today 'NoneType' object is not callable at epoch 0)"),
+    case("LearningRateScheduler no fn", make(xn.LearningRateScheduler), TypeError, ["fn"]),
     case("StepDecay factor 0", make(xn.StepDecay, factor=0), ValueError, ["factor"]),
     case("StepDecay factor NaN", make(xn.StepDecay, factor=NAN), ValueError, ["factor"]),
     case("StepDecay factor 1.5", make(xn.StepDecay, factor=1.5), ValueError, ["factor"]),

@@ -297,12 +297,12 @@ def load(path, backend=None, device=None, dtype: str | None = None) -> Sequentia
     The file is read and checked whole (``io.checkpoint.read``) before a model is built.
     """
     path = os.fspath(path)
+    target = backends.resolve(backend, device, dtype)  # a bad backend is the caller's error
     meta, arrays = checkpoint.read(path)
     try:
         layers = [from_config(spec["type"], spec["config"]) for spec in meta["layers"]]
         model = Sequential(*layers, seed=meta.get("seed"), dtype=dtype or meta["dtype"],
-                           backend=None if backend is None and device is None
-                           else backends.resolve(backend, device),
+                           backend=target,
                            params={k[len("param/"):]: v for k, v in arrays.items()
                                    if k.startswith("param/")})
         spec = meta.get("optimizer")

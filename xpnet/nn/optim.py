@@ -87,12 +87,6 @@ class Optimizer:
         """Make this optimizer's state belong to ``owner``'s parameters (``layout`` on
         ``backend``). Raises ValueError, changing nothing, when it belongs to another live
         owner or its state does not fit."""
-        bound = self._owner() if self._owner is not None else None
-        if bound is not None and bound is not owner:
-            raise ValueError(
-                f"{type(self).__name__} is already bound to the parameters of another model; "
-                "its moments would be shared between the two: pass a new optimizer (or "
-                "copy.deepcopy(optimizer) for one with the same settings)")
         for key, a in self.state_arrays().items():
             name = key.rpartition("/")[0]
             if tuple(a.shape) != layout.shapes.get(name):
@@ -105,6 +99,12 @@ class Optimizer:
                     f"the optimizer's state is not {backend.dtype_name} on the model's backend "
                     f"{backend.name} ({backend.device}); move model and optimizer together "
                     "with model.to(...), or pass a new optimizer")
+        bound = self._owner() if self._owner is not None else None
+        if bound is not None and bound is not owner:
+            raise ValueError(
+                f"the optimizer ({type(self).__name__}) is already bound to the parameters of "
+                "another model; its moments would be shared between the two: pass a new "
+                "optimizer (or copy.deepcopy(optimizer) for one with the same settings)")
         self._owner = weakref.ref(owner)
 
     def release(self) -> None:
