@@ -277,7 +277,7 @@ def test_a_memory_error_from_the_library_is_one_line(monkeypatch, capsys):
     def no_memory(*args, **kwargs):
         raise MemoryError("Unable to allocate 466. TiB for an array")
 
-    monkeypatch.setattr(xn, "mlp", no_memory)
+    monkeypatch.setattr(sys.modules["xpnet.cli.main"], "mlp", no_memory)
     assert cli.main(["train", *SMALL]) == 2
     one_line(capsys, "Unable to allocate 466. TiB")
 

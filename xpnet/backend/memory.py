@@ -68,7 +68,7 @@ def out_of_memory_error(exc: BaseException, backend: Backend, what: str, batch_s
     ``widths`` are the layer widths: activations for a batch take about
     ``batch * sum(widths)`` numbers, kept for the backward pass while training.
     """
-    item = 8 if backend.dtype_name == "float64" else 4
+    item = backend.item_bytes
     batch = n_samples if batch_size is None else min(batch_size, n_samples)
     params = n_params * item
     activations = batch * sum(widths) * item
@@ -254,7 +254,7 @@ def check_fits(backend: Backend, widths, batch_size: int, optimizer_slots: int, 
                 f"cannot {what}: dense layer {i + 1} of {len(widths) - 1} ({n_in} -> {n_out}) "
                 f"would hold {params:,} parameters, more than the {MAX_LAYER_ELEMENTS:,} "
                 f"(2**40) one array may have; {advice}")
-    item = 8 if backend.dtype_name == "float64" else 4
+    item = backend.item_bytes
     estimate = estimate_bytes(widths, batch_size, item, optimizer_slots, snapshots)
     free = available_bytes(backend)
     if free is not None and estimate["total"] > free:

@@ -426,6 +426,11 @@ class Backend:
     _kernels: dict = field(default_factory=dict, repr=False)
 
     @property
+    def item_bytes(self) -> int:
+        """Bytes per number in this backend's float dtype."""
+        return int(np.dtype(self.dtype_name).itemsize)
+
+    @property
     def inplace(self) -> bool:
         """Whether arrays may be updated in place (False on JAX: update functionally)."""
         return self.row.inplace

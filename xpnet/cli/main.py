@@ -31,15 +31,17 @@ from .. import backend as backends
 from ..backend.info import format_report, report
 from ..backend.memory import check_fits
 from ..data import datasets
+from ..io.checkpoint import CheckpointError
+from ..model import load, mlp
+from ..nn import optim as optimizers
 from ..train.callbacks import Callback
+from ..train.guard import DivergenceError
 from ..version import __version__
 from . import files as cli_data
 
 # Tuned so that the default ``train`` reaches about 99 % validation accuracy on the
 # spirals in well under a second of training on NumPy.
 DEFAULT_LR = {"adam": 0.01, "sgd": 0.1}
-# Arrays of optimizer state per parameter: Adam's two moments; the CLI's SGD has no momentum.
-OPTIMIZER_SLOTS = {"adam": 2, "sgd": 0}
 LOSSES = ("auto", "mse", "cross_entropy", "binary_cross_entropy")
 INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
@@ -161,7 +163,8 @@ def _add_train(p) -> None:
     _add_backend(p)
     p.add_argument("--epochs", type=_positive_int, default=50, help="passes over the data")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="samples per step")
-    p.add_argument("--optimizer", default="adam", choices=sorted(DEFAULT_LR), help="optimizer")
+    p.add_argument("--optimizer", default="adam", choices=sorted(optimizers.OPTIMIZERS),
+                   help="optimizer")
     p.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: 0.01 for adam, 0.1 for sgd)")
     p.add_argument("--seed", type=_seed, default=0,
@@ -205,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `xpnet --help | head -1`
         _stdout_to_devnull()
         return 0
-    import xpnet as xn
-
-    expected = (ValueError, xn.BackendError, xn.CheckpointError, xn.DivergenceError,
+    expected = (ValueError, backends.BackendError, CheckpointError, DivergenceError,
                 ImportError, MemoryError, OSError)
     command = {"info": cmd_info, "train": cmd_train, "predict": cmd_predict}[args.command]
     try:
@@ -295,24 +296,22 @@ def cmd_train(args) -> int:
 
 def _train(args, keeper):
     """Check, load, build and fit; returns (model, history, the epoch printer)."""
-    import xpnet as xn
-
     _check_train_outputs(args)
     X, y = cli_data.load_data(args.data, args.seed, args.delimiter)
     loss = cli_data.infer_loss(y) if args.loss == "auto" else args.loss
     n_out = cli_data.output_width(y, loss)
     (Xt, yt), val = cli_data.split(X, y, args.validation_split, args.seed)
-    lr = args.lr or DEFAULT_LR[args.optimizer]
+    lr = args.lr or DEFAULT_LR.get(args.optimizer) or optimizers.OPTIMIZERS[args.optimizer]().lr
     sizes = [X.shape[1], *args.layers, n_out]
     backend = backends.get(args.backend or backends.current().name, args.device)
     # fit's divergence guard keeps one snapshot of parameters and optimizer state; --save
     # keeps another, of the last completed epoch, for Ctrl-C
     check_fits(backend, sizes, min(args.batch_size, Xt.shape[0]),
-               OPTIMIZER_SLOTS[args.optimizer], "train",
+               len(optimizers.OPTIMIZERS[args.optimizer]().slot_names()), "train",
                advice="lower --layers (the largest layer first) or --batch-size",
                snapshots=1 + bool(args.save))
-    model = xn.mlp(sizes, activation=args.activation, seed=args.seed, backend=backend)
-    optimizer = xn.Adam(lr=lr) if args.optimizer == "adam" else xn.SGD(lr=lr)
+    model = mlp(sizes, activation=args.activation, seed=args.seed, backend=backend)
+    optimizer = optimizers.OPTIMIZERS[args.optimizer](lr=lr)
     n_val = 0 if val is None else val[0].shape[0]
     print(f"data {args.data}: {X.shape[0]} samples, {X.shape[1]} features, "
           f"{cli_data.describe_task(y, loss)}; {Xt.shape[0]} to train, {n_val} to validate")
@@ -446,14 +445,12 @@ def _plot(history, path: str) -> None:
 
 def cmd_predict(args) -> int:
     """Predict with a saved model; prints one prediction per row or writes ``--out``."""
-    import xpnet as xn
-
     if args.out is not None:
         cli_data.check_writable("--out", args.out)
         cli_data.refuse_overwriting("--out", args.out, {"--model": args.model, "--data": args.data})
     target = None if args.backend is None and args.device is None else \
         backends.get(args.backend or backends.current().name, args.device)
-    model = xn.load(args.model, backend=target)
+    model = load(args.model, backend=target)
     X, y = cli_data.read_features(args.data, model.n_in, args.delimiter)
     out = model.backend.to_numpy(model.predict(X))
     result, kind = cli_data.predictions(out, args.output)

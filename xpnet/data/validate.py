@@ -218,7 +218,7 @@ def _overflow_error(name: str, arr: np.ndarray, dtype_name: str, model: bool = T
     return DataError(
         f"{name} holds values beyond {dtype_name}'s range (largest finite {limit:.6g}), the "
         f"largest in magnitude {shown}: they would overflow to Inf; rescale the data"
-        + (" or build the model with dtype='float64'" if model and dtype_name == "float32"
+        + (" or build the model with dtype='float64'" if model and limit < np.finfo("float64").max
            else ""))
 
 

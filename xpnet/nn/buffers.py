@@ -58,8 +58,8 @@ class Buffer:
         """A new buffer holding copies of ``values`` (device arrays of ``layout``'s shapes)."""
         if not backend.views:
             xp = backend.xp
-            return cls(layout, {name: xp.asarray(values[name], copy=True)
-                                for name in layout.shapes})
+            return cls(layout, {key: xp.asarray(values[key], copy=True)
+                                for key in layout.shapes})
         buffer = cls.zeros(layout, backend)
         for name, view in buffer.arrays.items():
             view[...] = values[name]
