@@ -213,6 +213,25 @@ def test_a_local_header_naming_another_member_is_refused(tmp_path, good):
     _refused(tmp_path, raw, "param/0.W.npy")
 
 
+@pytest.mark.parametrize("field, value", [("method", 8), ("crc", 0), ("flags", 1)])
+def test_a_local_header_disagreeing_with_the_directory_is_refused(tmp_path, good, field,
+                                                                   value):
+    """zipfile reads by the directory entry; other readers by the local header: a file
+    that two readers would read differently is refused."""
+    raw = forge.patch_local(good, 0, **{field: value})
+    _refused(tmp_path, raw, "param/0.W.npy", "local header")
+
+
+@pytest.mark.parametrize("field", ["nlen", "xlen", "clen"])
+def test_a_directory_entry_running_past_the_directory_is_refused(tmp_path, good, field):
+    """zipfile quietly cuts the last entry's name, extra or comment at the directory's end."""
+    last = len(forge.members_of(good)) - 1
+    entry = forge.directory(forge.unseal(good))[2][last][1]
+    raw = forge.patch_entry(good, last, **{field: entry[getattr(forge, f"E_{field.upper()}")]
+                                           + 500})
+    _refused(tmp_path, raw, "__xpnet__.npy", "directory entry")
+
+
 def test_a_zip64_end_record_as_save_writes_past_4_gib_loads(tmp_path, good):
     path = tmp_path / "m.npz"
     path.write_bytes(forge.with_zip64_end(good))

@@ -58,6 +58,7 @@ _HASH_REFUSED_UP_TO = 64 << 20  # a refused file this small is hashed, to report
 _END = struct.Struct("<4s4H2LH")  # end of central directory record
 _END64_LOCATOR = struct.Struct("<4sLQL")
 _END64 = struct.Struct("<4sQ2H2L4Q")  # zip64 end record, without extensible data
+_LOCAL = struct.Struct("<4s5H3L2H")  # local file header, before the name and extra field
 _TAIL = _END.size + len(_SEAL) + _HEX  # end record, then the seal as its comment
 
 
@@ -306,9 +307,10 @@ def _refusals(path: str, declared: _Declared | None = None):
 
 def _survey(fh, size: int, path: str):
     """Everything but the arrays' data, checked: (zip, members by array name, declaration)."""
-    _check_directory_size(fh, size, path)
+    extent = _check_directory_size(fh, size, path)
     zf = zipfile.ZipFile(fh)
     try:
+        _check_directory_parsed(fh, zf, extent, path)
         members = _members(zf, size, path)
         declared = _declaration(_metadata(zf, members, path), path)
         declared = _check_inventory(declared, members, path)
@@ -354,12 +356,13 @@ def _check_seal(fh, size: int, path: str) -> None:
         raise CheckpointError(f"{path!r} is corrupted: its bytes do not match their checksum")
 
 
-def _check_directory_size(fh, size: int, path: str) -> None:
+def _check_directory_size(fh, size: int, path: str) -> tuple[int, int, int]:
     """Refuse, before zipfile reads it, a zip directory larger than any checkpoint's.
 
     The seal fixes where the zip's end record is: right before the seal, its comment.
     zipfile finds the same record (the last signature in the tail; checked below) and
     reads as many directory bytes as it, or a zip64 end record just before it, says.
+    Returns (entries, directory offset, directory size).
     """
     _read_seal(fh, size, path)
     at = size - _TAIL
@@ -383,6 +386,7 @@ def _check_directory_size(fh, size: int, path: str) -> None:
     if dir_offset + dir_size != at:
         raise CheckpointError(f"{path!r} is not a readable xpnet checkpoint: its zip "
                               "directory is not where its end record says")
+    return entries, dir_offset, dir_size
 
 
 def _zip64_end(fh, at: int, locator: bytes, path: str) -> tuple[int, int, int, int]:
@@ -404,6 +408,32 @@ def _zip64_end(fh, at: int, locator: bytes, path: str) -> tuple[int, int, int, i
         raise CheckpointError(f"{path!r} is not a readable xpnet checkpoint: its zip64 end "
                               "record is damaged")
     return record_at, entries, dir_size, dir_offset
+
+
+def _check_directory_parsed(fh, zf: zipfile.ZipFile, extent: tuple[int, int, int],
+                            path: str) -> None:
+    """zipfile's entries are the directory's, field for field: it stops quietly at the
+    directory's end, cutting a name or extra field whose length runs past it."""
+    entries, dir_offset, dir_size = extent
+    infos = zf.infolist()
+    fh.seek(dir_offset)
+    raw = fh.read(dir_size)  # at most _MAX_MEMBERS * _MAX_ENTRY bytes, checked before
+    at = 0
+    for info in infos:
+        lengths = struct.unpack_from("<3H", raw, at + 28) if at + 46 <= len(raw) else None
+        if raw[at:at + 4] != b"PK\x01\x02" or lengths != (
+                len(_raw_name(info)), len(info.extra), len(info.comment)):
+            raise CheckpointError(f"{path!r} is not a readable xpnet checkpoint: the zip "
+                                  f"directory entry of {info.filename!r} is damaged")
+        at += 46 + sum(lengths)
+    if len(infos) != entries or at != dir_size:
+        raise CheckpointError(f"{path!r} is not a readable xpnet checkpoint: its zip "
+                              f"directory holds {len(infos)} entries in {at} bytes; its end "
+                              f"record says {entries} in {dir_size}")
+
+
+def _raw_name(info: zipfile.ZipInfo) -> bytes:
+    return info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
 
 
 def _members(zf: zipfile.ZipFile, size: int, path: str) -> dict[str, zipfile.ZipInfo]:
@@ -453,7 +483,7 @@ def _metadata(zf: zipfile.ZipFile, members: dict, path: str):
     if info.file_size > _MAX_META:
         raise CheckpointError(f"{path!r}: its metadata member {info.filename!r} is "
                               f"{_size(info.file_size)}; at most {_size(_MAX_META)}")
-    with zf.open(info) as stream:
+    with _open_member(zf, info, path) as stream:
         dtype, shape, _, header = _npy_header(stream, info, path)
         if dtype.kind != "U" or shape != ():
             raise CheckpointError(f"{path!r}: its metadata member {info.filename!r} holds "
@@ -625,6 +655,43 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
+def _open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str):
+    """``zf.open(info)``, once the member's local header says what its directory entry says
+    (zipfile reads by the entry; other zip readers go by the local header)."""
+    fh = zf.fp
+    fh.seek(info.header_offset)
+    local = fh.read(_LOCAL.size)
+    if len(local) != _LOCAL.size:
+        raise CheckpointError(f"{path!r}: member {info.filename!r} starts past the file's end")
+    sig, _, flags, method, _, _, crc, stored, size, name_len, extra_len = _LOCAL.unpack(local)
+    if flags & 0x8:  # CRC and sizes follow the data (a data descriptor), as in the entry
+        crc, stored, size = info.CRC, info.compress_size, info.file_size
+    else:
+        extra = fh.read(name_len + extra_len)[name_len:]
+        stored, size = _zip64_sizes(extra, stored, size)
+    if (sig != b"PK\x03\x04" or flags != info.flag_bits or method != info.compress_type
+            or crc != info.CRC or (stored, size) != (info.compress_size, info.file_size)):
+        raise CheckpointError(f"{path!r}: member {info.filename!r} has a local header that "
+                              "disagrees with its zip directory entry")
+    return zf.open(info)
+
+
+def _zip64_sizes(extra: bytes, stored: int, size: int) -> tuple[int, int]:
+    """(stored, size) with the 0xFFFFFFFF placeholders replaced from a zip64 extra field."""
+    while len(extra) >= 4:
+        kind, length = struct.unpack_from("<HH", extra)
+        if kind == 1:
+            body = extra[4:4 + length]
+            values = list(struct.unpack_from(f"<{len(body) // 8}Q", body))
+            if size == 0xFFFFFFFF and values:  # the field's order: size first, then stored
+                size = values.pop(0)
+            if stored == 0xFFFFFFFF and values:
+                stored = values.pop(0)
+            break
+        extra = extra[4 + length:]
+    return stored, size
+
+
 class _Limited:
     """The first ``limit`` bytes of ``stream``, counted: numpy's header parser gets no more."""
 
@@ -665,7 +732,7 @@ def _open_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[int, ..
                 declared: _Declared, path: str):
     """(stream at the member's first data byte, fortran order), after checking its .npy
     header against ``shape`` and the declared dtype, and its size against both."""
-    stream = zf.open(info)
+    stream = _open_member(zf, info, path)
     try:
         dtype, got, fortran, header = _npy_header(stream, info, path)
         name = info.filename
