@@ -2,7 +2,8 @@
 
 Saving writes a temporary file in the destination folder, flushes and fsyncs it, then
 moves it into place with ``os.replace``: a crash leaves either the old file or the new
-one.
+one. A new file gets the mode ``open(path, "w")`` would give it; a file it replaces keeps
+its mode. Errors name the caller's path and leave no temporary file behind.
 
 Two checksums guard the content: the zip comment ends with a SHA-256 of every byte before
 it (so any truncation or flipped bit, even in zip headers that no reader checks, raises
@@ -22,13 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import io as _io
 import json
 import math
 import os
+import secrets
+import stat
 import struct
-import tempfile
 import zipfile
 
 import numpy as np
@@ -103,28 +106,21 @@ def _payload(model) -> dict[str, np.ndarray]:
 
 
 def save(model, path) -> None:
-    """Write ``model`` to ``path`` atomically (temp file, fsync, os.replace)."""
+    """Write ``model`` to ``path`` atomically (temp file, fsync, os.replace).
+
+    A new file gets the mode ``open(path, "w")`` would give it (0666 less the umask); an
+    existing file keeps its mode. Errors are ``OSError`` (or ``ValueError``) naming
+    ``path``, and leave the old file, if any, and no temporary file behind.
+    """
     path = os.fspath(path)
     if not path.endswith(".npz"):
         raise ValueError(f"save: checkpoint path must end in .npz; got {path!r}")
-    arrays = _payload(model)
-    _check_loadable(arrays, path)
-    raw = _encode(arrays)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".xpnet-", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(folder)
+        arrays = _payload(model)
+        _check_loadable(arrays, path)
+        _write_atomically(path, _encode(arrays))
+    except OSError as exc:
+        raise _about(path, exc) from exc
 
 
 def _check_loadable(arrays: dict[str, np.ndarray], path: str) -> None:
@@ -136,6 +132,67 @@ def _check_loadable(arrays: dict[str, np.ndarray], path: str) -> None:
     if meta_bytes > _MAX_META - _MAX_NPY_HEADER:
         raise ValueError(f"save: {path!r}: the model's description takes {meta_bytes} bytes; "
                          f"a checkpoint holds at most {_MAX_META - _MAX_NPY_HEADER}")
+
+
+def _write_atomically(path: str, raw: bytes) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    mode = _existing_mode(path)
+    # A new file is created 0666 so the kernel applies the umask (and any default ACL)
+    # exactly as open() would; reading the umask instead would race with other threads.
+    # Replacing a file: 0600 while writing, then that file's mode just before the swap.
+    fd, tmp = _create_temp(folder, 0o666 if mode is None else 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            if mode is not None:
+                _chmod(fh.fileno(), tmp, mode)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def _existing_mode(path: str) -> int | None:
+    """The permission bits of the file at ``path``; None when there is none yet."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    return stat.S_IMODE(st.st_mode)
+
+
+def _create_temp(folder: str, mode: int) -> tuple[int, str]:
+    """A new ``.xpnet-*.tmp`` in ``folder`` (O_EXCL: never an existing file or a link)."""
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+             | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+    for _ in range(100):
+        tmp = os.path.join(folder, f".xpnet-{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", folder)
+
+
+def _chmod(fd: int, tmp: str, mode: int) -> None:
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, mode)
+    else:
+        os.chmod(tmp, mode)
+
+
+def _about(path: str, exc: OSError) -> OSError:
+    """``exc`` restated about ``path``: the temporary file's name means nothing to the caller."""
+    if exc.errno is None:
+        return OSError(f"cannot save checkpoint {path!r}: {exc}")
+    # OSError(errno, ...) picks the subclass (FileNotFoundError, PermissionError, ...)
+    return OSError(exc.errno, f"cannot save checkpoint ({exc.strerror})", path)
 
 
 def _encode(arrays: dict[str, np.ndarray]) -> bytes:
