@@ -50,7 +50,7 @@ _OPTIMIZERS = {"SGD": optimizers.SGD, "Adam": optimizers.Adam}
 
 # What a file may declare, checked before the part it bounds is read. Far above what an MLP
 # needs; save refuses models beyond them, so it never writes a file that load refuses.
-_MAX_MEMBERS = 10_000  # arrays in one file (zipfile keeps about 0.5 KB per member)
+_MAX_MEMBERS = 10_001  # 10,000 arrays and the metadata (zipfile keeps ~0.5 KB each)
 _MAX_ENTRY = 128  # bytes per zip directory entry: 46 fixed, the name, a zip64 extra field
 _MAX_META = 1 << 20  # the metadata member (JSON stored as UTF-32: about 260k characters)
 _MAX_NPY_HEADER = 4096  # magic, length and header dict of one .npy member (np.save: 128)
