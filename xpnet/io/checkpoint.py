@@ -668,15 +668,16 @@ def _listed(names) -> str:
 def _check_sizes(declared: _Declared, members: dict, size: int, path: str) -> None:
     """The file is about as large as the model it declares, and that model fits in memory."""
     needed = declared.nbytes
+    arrays = "parameters" + (" and optimizer state" if any(
+        k.startswith("opt/") for k in declared.shapes) else "")
     if needed > size:
         raise CheckpointError(
-            f"{path!r} declares {_size(needed)} of parameters and optimizer state "
-            f"({_describe(declared.layers)}, {declared.dtype}) but the file is only "
-            f"{_size(size)}")
+            f"{path!r} declares {_size(needed)} of {arrays} ({_describe(declared.layers)}, "
+            f"{declared.dtype}) but the file is only {_size(size)}")
     memory = _physical_memory()
     if memory is not None and needed > memory:
-        raise CheckpointError(f"{path!r} declares {_size(needed)} of parameters and optimizer "
-                              f"state, more than this machine's {_size(memory)} of memory")
+        raise CheckpointError(f"{path!r} declares {_size(needed)} of {arrays}, more than this "
+                              f"machine's {_size(memory)} of memory")
     overhead = (len(declared.shapes) + 1) * (_MAX_NPY_HEADER + _MEMBER_OVERHEAD)
     justified = needed + members[_META].file_size + overhead + _END64.size + 2 * _TAIL
     if size > justified:
@@ -773,8 +774,9 @@ def _npy_header(stream, info: zipfile.ZipInfo, path: str):
             raise ValueError(f".npy format version {version} is not 1.0 or 2.0")
         shape, fortran, dtype = readers[version](limited, max_header_size=_MAX_NPY_HEADER)
     except Exception as exc:  # numpy's header parser raises many types on hostile bytes
+        reason = str(exc) if len(str(exc)) <= 200 else str(exc)[:197] + "..."
         raise CheckpointError(f"{path!r}: member {info.filename!r} has no valid .npy header "
-                              f"({type(exc).__name__}: {exc})") from None
+                              f"({type(exc).__name__}: {reason})") from None
     return dtype, tuple(shape), fortran, limited.taken
 
 
@@ -819,9 +821,11 @@ def _owner(member: str, declared: _Declared) -> str:
     return f"optimizer state of {layer}" if array.startswith("opt/") else layer
 
 
-def _read_exactly(stream, n: int, info: zipfile.ZipInfo, path: str, out=None) -> bytearray:
-    """``n`` bytes of ``stream`` in chunks, into ``out`` (a writable buffer) or a new one."""
-    view = memoryview(out if out is not None else bytearray(n)).cast("B")
+def _read_exactly(stream, n: int, info: zipfile.ZipInfo, path: str, out=None):
+    """``n`` bytes of ``stream``, read in chunks into ``out`` (a writable buffer of ``n``
+    bytes; a new bytearray by default), which is returned."""
+    out = bytearray(n) if out is None else out
+    view = memoryview(out).cast("B")
     done = 0
     while done < n:
         chunk = stream.read(min(_CHUNK, n - done))
@@ -830,7 +834,7 @@ def _read_exactly(stream, n: int, info: zipfile.ZipInfo, path: str, out=None) ->
                                   f"its {n} data bytes")
         view[done:done + len(chunk)] = chunk
         done += len(chunk)
-    return view.obj
+    return out
 
 
 def _read_arrays(zf: zipfile.ZipFile, members: dict, declared: _Declared,
