@@ -14,6 +14,7 @@ def fake_backend(free=None, dtype_name="float32", is_gpu=False):
     """A stand-in Backend whose free memory the test decides (None: unknown)."""
     return types.SimpleNamespace(name="torch" if is_gpu else "numpy",
                                  device="cuda:0" if is_gpu else "cpu", dtype_name=dtype_name,
+                                 item_bytes=8 if dtype_name == "float64" else 4,
                                  is_gpu=is_gpu, free_bytes=lambda: free)
 
 

@@ -22,7 +22,7 @@ from .io import checkpoint
 from .nn import losses
 from .nn import optim as optimizers
 from .nn.buffers import Buffer, Layout
-from .nn.layers import RELU_FAMILY, Dense, Dropout, Layer, Pass, activation, from_config
+from .nn.layers import RELU_FAMILY, Dense, Dropout, Layer, Pass, activation
 from .train import loop
 
 
@@ -144,7 +144,8 @@ class Sequential:
                              f"expected {list(expected)}")
         staged = {}
         for name, shape in expected.items():
-            value = data.parameter(self.backend, mapping[name], f"{what}: {name}")
+            # no copy here: Buffer.of copies every value into the parameter buffer
+            value = data.parameter(self.backend, mapping[name], f"{what}: {name}", copy=False)
             got = tuple(value.shape)
             if got != shape:
                 raise ModelError(f"{what}: {name} has shape {got}, expected {shape}")
@@ -294,46 +295,28 @@ class Sequential:
 def load(path, backend=None, device=None, dtype: str | None = None) -> Sequential:
     """Read a checkpoint onto ``backend`` (default: the current one) with its saved dtype.
 
-    The file is read and checked whole (``io.checkpoint.read``) before a model is built.
+    Safe on untrusted files: the file is read and checked whole (``io.checkpoint.read``:
+    nothing unpickled, nothing allocated beyond a small multiple of the declared model)
+    before the model is built from its arrays, without drawing initial weights.
     """
-    path = os.fspath(path)
     target = backends.resolve(backend, device, dtype)  # a bad backend is the caller's error
-    meta, arrays = checkpoint.read(path)
+    path = os.fspath(path)
+    contents = checkpoint.read(path)
     try:
-        layers = [from_config(spec["type"], spec["config"]) for spec in meta["layers"]]
-        model = Sequential(*layers, seed=meta.get("seed"), dtype=dtype or meta["dtype"],
-                           backend=target,
-                           params={k[len("param/"):]: v for k, v in arrays.items()
-                                   if k.startswith("param/")})
-        spec = meta.get("optimizer")
-        if spec is not None:
-            model.optimizer = _load_optimizer(model, spec, arrays, path)
-    except checkpoint.CheckpointError:
-        raise
+        model = Sequential(*contents.layers, seed=contents.seed, backend=target,
+                           dtype=dtype or contents.dtype, params=contents.params)
+        if contents.optimizer is not None:
+            state = {k: model.backend.asarray(v) for k, v in contents.state.items()}
+            contents.optimizer.load_state_arrays(state, contents.iterations)
+            model.optimizer = contents.optimizer
+    except MemoryError:
+        raise checkpoint.CheckpointError(
+            f"{path!r}: not enough memory to build the model it declares "
+            f"({checkpoint.size_text(contents.nbytes)} of arrays)") from None
     except (ModelError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise checkpoint.CheckpointError(
             f"{path!r} has an invalid architecture or parameters: {exc}") from None
     return model
-
-
-def _load_optimizer(model, spec: dict, arrays: dict, path: str) -> optimizers.Optimizer:
-    opt = optimizers.by_type(spec["type"]).from_config(spec["config"])
-    expected = {f"{p}/{slot}": shape for p, shape in model.layout.shapes.items()
-                for slot in opt.slot_names()}
-    state = {k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")}
-    for k, v in state.items():
-        if k not in expected or tuple(v.shape) != tuple(expected[k]):
-            raise checkpoint.CheckpointError(
-                f"{path!r}: optimizer state {k!r} does not fit the model")
-    if state and state.keys() != expected.keys():  # all slots or none (before a step)
-        raise checkpoint.CheckpointError(
-            f"{path!r}: optimizer state lacks {sorted(expected.keys() - state.keys())}")
-    iterations = spec["iterations"]
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-        raise checkpoint.CheckpointError(
-            f"{path!r}: optimizer iterations {iterations!r} is not an int >= 0")
-    opt.load_state_arrays({k: model.backend.asarray(v) for k, v in state.items()}, iterations)
-    return opt
 
 
 def mlp(sizes, activation: str = "relu", output_activation: str | None = None,

@@ -18,6 +18,8 @@ import operator
 import sys
 from typing import TYPE_CHECKING
 
+from .table import host_available_bytes
+
 if TYPE_CHECKING:
     from .table import Backend
 
@@ -165,44 +167,6 @@ def estimate_bytes(widths, batch_size: int, item_bytes: int, optimizer_slots: in
     }
     parts["total"] = sum(parts.values())
     return parts
-
-
-def host_available_bytes() -> int | None:
-    """Host memory this process may still take: MemAvailable from /proc/meminfo, lowered to
-    the container's cgroup limit when one is set; None where neither can be read."""
-    found = []
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    cgroup = _cgroup_headroom()
-    if cgroup is not None:
-        found.append(cgroup)
-    return min(found) if found else None
-
-
-def _cgroup_headroom() -> int | None:
-    """limit - usage of this process's memory cgroup (v2, then v1), or None if unlimited."""
-    for limit_file, usage_file in (
-            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-            ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-             "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            with open(limit_file) as fh:
-                limit = fh.read().strip()
-            with open(usage_file) as fh:
-                usage = int(fh.read().strip())
-        except (OSError, ValueError):
-            continue
-        # v2 writes "max" when unlimited; v1 writes a huge page-rounded number instead
-        if limit == "max" or int(limit) >= 2**60:
-            return None
-        return max(int(limit) - usage, 0)
-    return None
 
 
 def available_bytes(backend: Backend) -> int | None:

@@ -222,16 +222,46 @@ def _jax_is_gpu(lib, device) -> bool:
     return getattr(device, "platform", "cpu") != "cpu"
 
 
-def _host_free_bytes(lib, device) -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else None: unknown."""
+def host_available_bytes() -> int | None:
+    """Host memory this process may still take: MemAvailable from /proc/meminfo, lowered to
+    the container's cgroup limit when one is set; None where neither can be read."""
+    found = []
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    found.append(int(line.split()[1]) * 1024)
+                    break
     except (OSError, ValueError, IndexError):
         pass
+    cgroup = _cgroup_headroom()
+    if cgroup is not None:
+        found.append(cgroup)
+    return min(found) if found else None
+
+
+def _cgroup_headroom() -> int | None:
+    """limit - usage of this process's memory cgroup (v2, then v1), or None if unlimited."""
+    for limit_file, usage_file in (
+            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+            ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+             "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as fh:
+                limit = fh.read().strip()
+            with open(usage_file) as fh:
+                usage = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        # v2 writes "max" when unlimited; v1 writes a huge page-rounded number instead
+        if limit == "max" or int(limit) >= 2**60:
+            return None
+        return max(int(limit) - usage, 0)
     return None
+
+
+def _host_free_bytes(lib, device) -> int | None:
+    return host_available_bytes()
 
 
 def _cupy_free_bytes(lib, device) -> int | None:
@@ -495,8 +525,9 @@ class Backend:
             return [str(self.device)]
         return self.row.devices(self.lib)
 
-    def asarray(self, data, dtype=None, copy: bool = True):
-        """``data`` (host or any backend's array) as a new array on this backend and device."""
+    def asarray(self, data, dtype=None, copy: bool | None = True):
+        """``data`` (host or any backend's array) as a new array on this backend and device
+        (``copy=None``: it may share memory with ``data`` where no copy is needed)."""
         dtype = self.dtype if dtype is None else dtype
         if not isinstance(data, (np.ndarray, np.generic, int, float, list, tuple)):
             data = to_numpy(data)

@@ -318,15 +318,19 @@ def _same_library_to_device(backend: Backend, X):
 # --------------------------------------------------------------------------- parameters
 
 
-def parameter(backend: Backend, value, name: str):
-    """A parameter value (host or any backend) checked numeric and finite, copied to ``backend``."""
+def parameter(backend: Backend, value, name: str, copy: bool = True):
+    """A parameter value (host or any backend) checked numeric and finite, on ``backend``.
+
+    ``copy=False`` lets the result share memory with ``value`` where no cast is needed: for
+    a caller that copies it into place anyway (the model's parameter buffer).
+    """
     _refuse_non_arrays(name, value)
     value = _same_library_to_device(backend, _plain_numpy(name, value))
     if backend.owns(value) and not isinstance(value, np.ndarray):
         return _cast_device(name, backend, backend.plain(value), ("real floating", "integral"),
-                            copy=True)
+                            copy=copy)
     host = _to_host(name, value, backend, allow_bool=False)
-    return backend.asarray(_cast_host(name, host, backend.dtype_name))
+    return backend.asarray(_cast_host(name, host, backend.dtype_name), copy=True if copy else None)
 
 
 # --------------------------------------------------------------------------- y
