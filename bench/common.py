@@ -37,7 +37,7 @@ class Variant:
     step: Callable[[], Any]
     sync: Callable[[], None] = lambda: None
     group: str = "cpu"  # variants are compared with peers of the same group (device)
-    kind: str = "xpnet"  # xpnet | peer | hand | gemm
+    kind: str = "xpnet"  # xpnet | peer | hand | gemm | before (an earlier xpnet)
     info: dict = field(default_factory=dict)
 
 
@@ -116,7 +116,8 @@ def ratios(variants: list[Variant], timing: dict[str, dict]) -> dict[str, dict]:
     out = {}
     for v in variants:
         row = {}
-        for kind, key in (("gemm", "vs_gemm"), ("peer", "vs_torch"), ("hand", "vs_hand")):
+        for kind, key in (("gemm", "vs_gemm"), ("peer", "vs_torch"), ("hand", "vs_hand"),
+                          ("before", "vs_before")):
             ref = _reference(variants, v, kind)
             if ref is None:
                 continue
@@ -130,7 +131,9 @@ def ratios(variants: list[Variant], timing: dict[str, dict]) -> dict[str, dict]:
 def _reference(variants, v, kind):
     """The variant of ``kind`` in ``v``'s group; for GEMM bounds, the one of v's library."""
     peers = [w for w in variants if w.group == v.group and w.kind == kind]
-    if kind == "gemm":
+    if kind == "before" and v.kind != "xpnet":
+        return None
+    if kind in ("gemm", "before"):
         lib = v.info.get("lib")
         same = [w for w in peers if w.info.get("lib") == lib]
         peers = same or peers

@@ -107,6 +107,21 @@ def xpnet_jit_variant(backend, sizes, batch):
     return xpnet_variant(backend, sizes, batch, traced=True)
 
 
+def before_variant(pkg, backend, sizes, batch):
+    """The same step on an earlier xpnet (``bench/baseline.py``), for before/after rows."""
+    import baseline
+
+    X, _, T = host_data(sizes, batch)
+    model = pkg.mlp(sizes, activation="relu", seed=0, backend=backend.name,
+                    dtype=backend.dtype_name)
+    model.set_params({f"{2 * i}.{k}": v for i, (W, b) in enumerate(host_weights(sizes))
+                      for k, v in (("W", W), ("b", b))})
+    Xd, Td = model.backend.asarray(X), model.backend.asarray(T)
+    opt = pkg.SGD(lr=LR)
+    return Variant(f"before-{_label(backend)}", lambda: baseline.step(pkg, model, Xd, Td, opt),
+                   backend.sync, group_of(backend), "before", {"lib": _label(backend)})
+
+
 def torch_eager_variant(device, sizes, batch):
     """PyTorch eager on ``device``: the peer every xpnet variant of that device is held to."""
     import torch

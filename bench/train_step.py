@@ -44,6 +44,9 @@ def parse_args(argv=None):
     parser.add_argument("--name", default=None,
                         help="results file name under --out (default: train_step, with "
                              "_quick, _tf32, _ablate as the flags say)")
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="also time an earlier xpnet found as DIR/xpnet_before (numpy and "
+                             "torch-cpu), interleaved: the vs before column (bench/baseline.py)")
     parser.add_argument("--ablate", action="store_true",
                         help="also time each xpnet backend with its fast paths off "
                              "(xpnet.backend.kernels.Portable), to show what they move")
@@ -66,7 +69,7 @@ def xpnet_backends(names: str) -> tuple[list, dict]:
     return wanted, skipped
 
 
-def build_variants(sizes, batch, backends, shape_name, ablate=False) -> list[Variant]:
+def build_variants(sizes, batch, backends, shape_name, ablate=False, before=None):
     """Every variant for one shape, grouped by device."""
     import steps
 
@@ -75,6 +78,8 @@ def build_variants(sizes, batch, backends, shape_name, ablate=False) -> list[Var
         if SLOW_BACKENDS.get(be.name) == shape_name:
             continue
         variants.append(steps.xpnet_variant(be, sizes, batch))
+        if before is not None and be.cheap_reads:
+            variants.append(steps.before_variant(before, be, sizes, batch))
         if be.can_trace:
             variants.append(steps.xpnet_jit_variant(be, sizes, batch))
         if ablate:
@@ -96,8 +101,8 @@ def build_variants(sizes, batch, backends, shape_name, ablate=False) -> list[Var
     return variants
 
 
-def run_shape(name, sizes, batch, backends, reps, quick, ablate=False):
-    variants = build_variants(sizes, batch, backends, name, ablate)
+def run_shape(name, sizes, batch, backends, reps, quick, ablate=False, before=None):
+    variants = build_variants(sizes, batch, backends, name, ablate, before)
     timing = common.time_interleaved(variants, reps=reps, warmup=1 if quick else 3,
                                      target_s=0.002 if quick else 0.05)
     rat = common.ratios(variants, timing)
@@ -109,14 +114,17 @@ def run_shape(name, sizes, batch, backends, reps, quick, ablate=False):
 
 
 def to_markdown(results: dict, facts: dict, command: str) -> str:
-    headers = ["shape", "variant", "median", "vs GEMM bound", "vs torch eager", "vs hand step"]
+    headers = ["shape", "variant", "median", "range", "vs GEMM bound", "vs torch eager",
+               "vs hand step", "vs before"]
     rows = []
     for shape, res in results.items():
         label = f"{shape} {'-'.join(map(str, res['sizes']))} b{res['batch']}"
         for r in res["rows"]:
-            rows.append([label, r["variant"], common.fmt_time(r["median_s"]),
+            spread = f"{common.fmt_time(r['min_s'])}-{common.fmt_time(r['max_s'])}"
+            rows.append([label, r["variant"], common.fmt_time(r["median_s"]), spread,
                          common.fmt_ratio(r.get("vs_gemm")), common.fmt_ratio(r.get("vs_torch")),
-                         common.fmt_ratio(r.get("vs_hand"))])
+                         common.fmt_ratio(r.get("vs_hand")),
+                         common.fmt_ratio(r.get("vs_before"))])
     return (f"# train_step\n\n`{command}`\n\n" + common.markdown_table(headers, rows)
             + "\n\n" + common.facts_markdown(facts))
 
@@ -133,15 +141,20 @@ def main(argv=None) -> int:
                   if k in args.shapes.split(",")}
     reps = args.reps or 5 if args.quick else args.reps or 7
     backends, skipped = xpnet_backends(args.backends)
+    import baseline
+
+    before = baseline.load(args.baseline)
     results = {}
     for name, (sizes, batch) in shapes.items():
         print(f"-- {name} {sizes} batch {batch}", flush=True)
-        results[name] = run_shape(name, sizes, batch, backends, reps, args.quick, args.ablate)
+        results[name] = run_shape(name, sizes, batch, backends, reps, args.quick, args.ablate,
+                                  before)
         for r in results[name]["rows"]:
             print(f"   {r['variant']:22s} {common.fmt_time(r['median_s']):>10s}  "
                   f"gemm {common.fmt_ratio(r.get('vs_gemm')):>6s}  "
                   f"torch {common.fmt_ratio(r.get('vs_torch')):>6s}  "
-                  f"hand {common.fmt_ratio(r.get('vs_hand')):>6s}", flush=True)
+                  f"hand {common.fmt_ratio(r.get('vs_hand')):>6s}  "
+                  f"before {common.fmt_ratio(r.get('vs_before')):>6s}", flush=True)
     facts = common.machine_facts()
     facts["tf32"] = args.tf32
     facts["thread_limits"] = threads

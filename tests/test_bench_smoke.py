@@ -72,3 +72,44 @@ def test_scaling_quick(tmp_path):
     assert data["gpu_beats_cpu_from"] == {"width": None, "batch": None}  # numpy only: no GPU
     if importlib.util.find_spec("matplotlib") is not None:
         assert data["plot"] and (tmp_path / data["plot"]).stat().st_size > 0
+
+
+def test_fit_digits_quick(tmp_path):
+    pytest.importorskip("sklearn")
+    data = _run("fit_digits.py", tmp_path)
+    names = {row["variant"] for row in data["rows"]}
+    for opt in ("adam", "sgd"):
+        assert {f"xpnet-fit-{opt}", f"xpnet-MLPClassifier-{opt}",
+                f"sklearn-MLPClassifier-{opt}"} <= names
+    for row in data["rows"]:
+        assert _is_number(row["vs_sklearn"]) and 0.0 <= row["accuracy"] <= 1.0
+
+
+def test_optimizer_update_quick(tmp_path):
+    data = _run("optimizer_update.py", tmp_path, "--backends", "numpy")
+    for shape in data["shapes"].values():
+        paths = {(row["optimizer"], row["path"]) for row in shape["rows"]}
+        assert {("adam", "flat"), ("adam", "per-parameter"), ("sgd", "flat")} <= paths
+        assert all(_is_number(row["vs_sgd_flat"]) for row in shape["rows"])
+
+
+def test_train_step_compares_with_a_baseline_copy(tmp_path):
+    """--baseline imports an earlier xpnet beside this one (here: this one, copied)."""
+    import shutil
+
+    shutil.copytree(BENCH.parent / "xpnet", tmp_path / "base" / "xpnet_before")
+    (tmp_path / "base" / "xpnet_before" / "__init__.py").write_text(
+        "from .model import Sequential, mlp\nfrom .nn.optim import SGD\n")
+    # the baseline API of the time: Sequential.train_step(X, T, loss_fn, optimizer)
+    module = tmp_path / "base" / "xpnet_before" / "model.py"
+    module.write_text(module.read_text() + (
+        "\n\ndef _train_step(self, X, T, loss_fn, optimizer):\n"
+        "    from .train.step import Step\n"
+        "    return Step(self, loss_fn, optimizer)(X, T)\n\n\n"
+        "Sequential.train_step = _train_step\n"))
+    (tmp_path / "base" / "xpnet_before" / "losses.py").write_text(
+        "from .nn.losses import cross_entropy  # noqa: F401\n")
+    data = _run("train_step.py", tmp_path, "--backends", "numpy", "--shapes", "tiny",
+                "--baseline", str(tmp_path / "base"))
+    rows = {row["variant"]: row for row in data["shapes"]["tiny"]["rows"]}
+    assert "before-numpy" in rows and _is_number(rows["xpnet-numpy"]["vs_before"])
