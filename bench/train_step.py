@@ -17,7 +17,6 @@ import os
 import sys
 
 import common
-from common import Variant
 
 SHAPES = {
     "tiny": ([64, 128, 10], 64),
