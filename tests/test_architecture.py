@@ -186,3 +186,11 @@ def test_the_rules_see_function_level_imports():
     """A deferred import is still a dependency: the old model <-> io circle went through one."""
     source = "def load():\n    from ..model import Sequential\n"
     assert _imports("xpnet.io.checkpoint", source) == {"xpnet.model"}
+
+
+def test_the_layout_doc_names_every_package_and_its_floor():
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    for part in FLOORS:
+        name = part.removeprefix("xpnet.").removeprefix("xpnet")
+        if name and not name.startswith("__"):
+            assert name in doc, f"docs/architecture.md does not mention {name}"

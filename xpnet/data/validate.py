@@ -437,11 +437,3 @@ def _distributions(host: np.ndarray, n_classes: int, name: str) -> np.ndarray:
                         f"(non-negative, summing to 1), but row {row} sums to "
                         f"{sums[row]:.6g} ({int(off.sum())} row(s) do not)")
     return host
-
-
-def labels_of(backend: Backend, T, loss: str):
-    """Class indices from encoded targets (for accuracy), on the device."""
-    xp = backend.xp
-    if loss == "cross_entropy":
-        return xp.argmax(T, axis=1)
-    return T >= 0.5
