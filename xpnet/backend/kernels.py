@@ -192,27 +192,40 @@ class NumPyKernels(_Mutable):
             for target, done in zip((p, m, v), (arrays[0], arrays[2], arrays[3]), strict=True):
                 target[...] = done
             return p
-        flat = [a.reshape(-1) for a in arrays]
         t, u = self._buffer(p.dtype), self._scratch(p.dtype)
-        inv_root = 1.0 / root_correction
+        if p.size <= self._CHUNK:  # one block: no slicing at all
+            self._adam_block(p, g, m, v, t[: p.size].reshape(p.shape),
+                             u[: p.size].reshape(p.shape), b1, b2, step, root_correction, eps,
+                             decay)
+            return p
+        flat = [a.reshape(-1) for a in arrays]
         for lo in range(0, flat[0].size, self._CHUNK):
             pc, gc, mc, vc = (a[lo:lo + self._CHUNK] for a in flat)
-            tc, uc = t[: pc.size], u[: pc.size]
-            mc *= b1
-            mc += np.multiply(gc, 1.0 - b1, out=tc)
-            vc *= b2
-            np.multiply(gc, gc, out=tc)
-            tc *= 1.0 - b2
-            vc += tc
-            if decay != 1.0:
-                pc *= decay
-            np.sqrt(vc, out=uc)
-            uc *= inv_root
-            uc += eps
-            np.divide(mc, uc, out=uc)
-            uc *= step
-            pc -= uc
+            self._adam_block(pc, gc, mc, vc, t[: pc.size], u[: pc.size], b1, b2, step,
+                             root_correction, eps, decay)
         return p
+
+    @staticmethod
+    def _adam_block(p, g, m, v, t, u, b1, b2, step, root_correction, eps, decay):
+        """One block of Adam in place, with scratch ``t`` and ``u``: 12 ufunc calls.
+
+        The same maths as ``Adam.update``, with ``step / root_correction`` folded:
+        ``p -= step * m / (sqrt(v) / rc + eps) = (step * rc) * m / (sqrt(v) + eps * rc)``.
+        """
+        np.subtract(g, m, out=t)  # m = b1 m + (1 - b1) g = m + (1 - b1) (g - m)
+        t *= 1.0 - b1
+        m += t
+        np.multiply(g, g, out=t)  # v = v + (1 - b2) (g g - v)
+        t -= v
+        t *= 1.0 - b2
+        v += t
+        if decay != 1.0:
+            p *= decay
+        np.sqrt(v, out=u)
+        u += eps * root_correction
+        np.divide(m, u, out=u)
+        u *= step * root_correction
+        p -= u
 
     def _scratch(self, dtype):
         buf = getattr(self._local, "scratch", None)
