@@ -123,6 +123,13 @@ class Sequential:
         return {f"{i}.{k}": s for i, layer in enumerate(self.layers)
                 for k, s in layer.param_shapes().items()}
 
+    def __getstate__(self) -> dict:
+        """State for pickle and copy.deepcopy, without the per-layer split cache (it holds
+        the arrays it split by identity, which a copy does not keep)."""
+        state = dict(self.__dict__)
+        state.pop("_split_cache", None)
+        return state
+
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)
         return f"Sequential({inner}; backend={self.backend.name}, dtype={self.backend.dtype_name})"
@@ -205,18 +212,31 @@ class Sequential:
         ``grads_out`` (name -> array) is where the backward pass may write each parameter's
         gradient (the training step's flat gradient buffer).
         """
-        params = self.parameters.arrays if params is None else params
+        per_layer = self._per_layer(self.parameters.arrays if params is None else params)
+        grads_per_layer = None if grads_out is None else self._per_layer(grads_out)
         ctx = Pass(self.backend.xp, self.backend, training, rng,
                    self.backend.kernels if kernels is None else kernels)
         backprops = []
         for i, layer in enumerate(self.layers):
             # a Dense output is a temporary nothing else holds: the next layer may overwrite it
             ctx.fresh = i > 0 and type(self.layers[i - 1]) is Dense
-            ctx.grads_out = None if grads_out is None else {k: grads_out[full]
-                                                            for k, full in self._keys[i]}
-            X, back = layer.forward({k: params[full] for k, full in self._keys[i]}, X, ctx)
+            ctx.grads_out = None if grads_per_layer is None else grads_per_layer[i]
+            X, back = layer.forward(per_layer[i], X, ctx)
             backprops.append(back)
         return X, backprops
+
+    def _per_layer(self, mapping: dict) -> list[dict]:
+        """``mapping`` (model name -> array) split into each layer's local names. The step
+        hands over the same dicts every call (the parameter views, the gradient buffer), so
+        the last two splits are kept: no dict building per layer per step."""
+        cache = self.__dict__.setdefault("_split_cache", [])
+        for source, split in cache:
+            if source is mapping:
+                return split
+        split = [{k: mapping[full] for k, full in keys} for keys in self._keys]
+        cache.insert(0, (mapping, split))
+        del cache[2:]
+        return split
 
     def backward(self, dY, backprops, grads_out: dict | None = None) -> dict:
         """Gradients of every parameter from the loss gradient ``dY`` (input grad not formed).
