@@ -92,7 +92,7 @@ def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: fl
     entry = losses.resolve(loss)
     twin = _float64_copy(model)
     Xd = twin.device_inputs(X)
-    Td = twin.device_targets(y, entry, Xd.shape[0])
+    Td = twin.device_targets(y, entry, Xd)
     xp, backend = twin.backend.xp, twin.backend
     Y, backprops = twin.forward(Xd)
     grads = twin.backward(entry(xp, Y, Td)[1], backprops)
