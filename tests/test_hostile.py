@@ -19,9 +19,9 @@ Which error a user gets, decided once for the whole API:
 - ``CheckpointError`` for a file that is not a complete, consistent checkpoint, and the
   operating system's ``OSError`` for a folder that cannot be written.
 
-Rows whose fix belongs to modules being rewritten elsewhere (model.py, train/, nn/optim.py,
-io/, testing.py, sklearn/) carry ``needs``: they run as ``xfail(strict=True)``, so each one
-turns into a failure the day it is fixed, and the mark comes off.
+Rows whose fix belongs to a module being rewritten elsewhere (io/checkpoint.py) carry
+``needs``: they run as ``xfail(strict=True)``, so each one turns into a failure the day it
+is fixed, and the mark comes off.
 """
 
 from __future__ import annotations
@@ -262,10 +262,6 @@ def scheduler_returning(value):
 masked_X = np.ma.masked_array(X0, mask=np.zeros_like(X0, bool))
 masked_X[1, 2] = np.ma.masked
 onehot = np.eye(N_OUT)[y0]
-LOOP = "train/loop.py"
-CALLBACKS = "train/callbacks.py"
-OPTIM = "nn/optim.py"
-MODEL = "model.py"
 
 # --------------------------------------------------------------------------- the catalogue
 
