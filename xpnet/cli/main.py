@@ -143,7 +143,8 @@ def _add_backend(p) -> None:
 def _add_delimiter(p) -> None:
     p.add_argument("--delimiter", type=_delimiter, default=cli_data.AUTO,
                    help="column separator of a .csv, .tsv or .txt table: comma, semicolon, tab, "
-                        "whitespace or one character; auto detects it from the first lines")
+                        "whitespace or one character; auto detects it from the first lines "
+                        "(default: auto)")
 
 
 def _add_train(p) -> None:
