@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from xpnet.cli import files
+from xpnet.data import datasets
 
 
 def write(tmp_path, text: str, name: str = "t.csv", mode: str = "w") -> str:
@@ -21,24 +22,14 @@ def write(tmp_path, text: str, name: str = "t.csv", mode: str = "w") -> str:
 
 
 # --------------------------------------------------------------------------- delimiters
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("1,2,3\n4,5,6\n", ","),
-    ("1;2;3\n4;5;6\n", ";"),
-    ("1\t2\t3\n4\t5\t6\n", "\t"),
-    ("1 2   3\n 4 5 6\n", files.WHITESPACE),
-    ("x;y;label\n1,5;2,5;0\n", ";"),  # decimal commas: ';' is the one consistent split
-    ("42\n43\n", ","),  # one column: nothing to detect
-])
-def test_detect_delimiter(text, expected):
-    assert files.detect_delimiter(text.splitlines()) == expected
+# Tables themselves (header, bad cells, detection) are read by datasets.read_table, which
+# tests/test_datasets.py covers; here: the flag, and that its errors name the flag.
 
 
 @pytest.mark.parametrize("text, expected", [
     ("auto", files.AUTO), (",", ","), (";", ";"), ("tab", "\t"), ("\t", "\t"), ("\\t", "\t"),
-    ("TAB", "\t"), ("whitespace", files.WHITESPACE), ("space", files.WHITESPACE),
-    (" ", files.WHITESPACE), ("|", "|"), ("comma", ","), ("semicolon", ";"),
+    ("TAB", "\t"), ("whitespace", datasets.WHITESPACE), ("space", datasets.WHITESPACE),
+    (" ", datasets.WHITESPACE), ("|", "|"), ("comma", ","), ("semicolon", ";"),
 ])
 def test_parse_delimiter(text, expected):
     assert files.parse_delimiter(text) == expected
@@ -53,50 +44,13 @@ def test_parse_delimiter_refuses_what_could_be_part_of_a_number(text):
 # --------------------------------------------------------------------------- tables
 
 
-def test_a_header_is_a_first_row_without_any_number(tmp_path):
-    table, used = files.read_table(write(tmp_path, "x1,x2,label\n1,2,0\n3,4,1\n"))
-    assert used == "," and table.tolist() == [[1, 2, 0], [3, 4, 1]]
-    table, _ = files.read_table(write(tmp_path, "1,2,0\n3,4,1\n"))
-    assert table.shape == (2, 3)
-
-
-@pytest.mark.parametrize("text, needles", [
-    # the hostile case: a header-less file whose first row has one bad cell was skipped
-    ("1.0,abc,0\n3,4,1\n", ["line 1, column 2", "'abc'", "header"]),
-    ("x,2,label\n3,4,1\n", ["line 1, column 1", "'x'", "header"]),
-    ("x,y,label\n1,2,0\n3,,1\n", ["line 3, column 2", "''"]),
-    ("1,2,0\n\n3,4,oops\n", ["line 3, column 3", "'oops'"]),  # blank lines keep numbering
-    ("1,2,0\n3,nan,1\n", ["line 2, column 2", "'nan'", "finite"]),
-    ("1,2,0\n3,4\n", ["line 2 has 2 columns", "line 1 has 3"]),
-    ("x,y\n", ["header but no data rows"]),
-    ("\n\n", ["no data rows"]),
-])
-def test_bad_tables_name_the_line_column_text_and_delimiter(tmp_path, text, needles):
-    with pytest.raises(ValueError) as info:
-        files.read_table(write(tmp_path, text))
-    message = str(info.value)
-    assert "(delimiter ',')" in message or "no data rows" in message, message
-    for needle in needles:
-        assert needle in message, message
-
-
-def test_quoted_cells_and_spaces_after_the_delimiter(tmp_path):
-    table, _ = files.read_table(write(tmp_path, '"x, first","y"\n"1", 2\n 3 ,"4"\n'))
-    assert table.tolist() == [[1, 2], [3, 4]]
-
-
 def test_a_cell_holding_another_delimiter_suggests_the_flag(tmp_path):
     path = write(tmp_path, "0.1;0.2;0\n0.3;0.4;1\n")
     with pytest.raises(ValueError, match=r"holds ';': pass --delimiter"):
-        files.read_table(path, ",")
-    assert files.read_table(path)[1] == ";"
-
-
-def test_byte_order_marks_and_binary_files(tmp_path):
-    table, _ = files.read_table(write(tmp_path, b"\xef\xbb\xbf1,2,0\n3,4,1\n", mode="wb"))
-    assert table[0, 0] == 1.0
-    with pytest.raises(ValueError, match="not a text file"):
-        files.read_table(write(tmp_path, b"PK\x03\x04\xff\xfe\x00\x81", mode="wb"))
+        files.load_data(path, seed=0, delimiter=",")
+    with pytest.raises(ValueError, match=r"holds ';': pass --delimiter"):
+        files.read_features(path, n_in=2, delimiter=",")
+    np.testing.assert_allclose(files.load_data(path, seed=0)[0], [[0.1, 0.2], [0.3, 0.4]])
 
 
 def test_training_csv_reads_labels_targets_and_refuses_one_column(tmp_path):

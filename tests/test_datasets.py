@@ -152,8 +152,8 @@ def test_load_file_csv_with_and_without_header(tmp_path):
 
 @pytest.mark.parametrize("name, content, match", [
     ("missing.csv", None, "does not exist"),
-    ("data.txt", "1,2\n", "unknown format"),
-    ("ragged.csv", "1,2,3\n4,5\n", "different numbers of columns"),
+    ("data.json", "1,2\n", "unknown format"),
+    ("ragged.csv", "1,2,3\n4,5\n", "line 2 has 2 columns, but line 1 has 3"),
     ("words.csv", "a,b\n1,x\n", "not a number"),
     ("one.csv", "1\n2\n", "at least two columns"),
     ("empty.csv", "x,y\n", "no data rows"),
@@ -213,3 +213,120 @@ def test_load_file_reads_bool_features_as_zero_and_one(tmp_path):
     X, y = datasets.load_file(path)
     assert X.dtype == np.float32 and X.tolist() == [[1.0, 0.0], [0.0, 1.0]]
     assert y.dtype == np.int64 and y.tolist() == [1, 0]
+
+
+# --------------------------------------------------------------------------- text tables
+# One reader for datasets.load and the command line (issue 9): a header only when no cell
+# of the first row is a number, bad cells by line, column and text, the delimiter detected.
+
+
+def write(tmp_path, text, name="t.csv"):
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1,2,3\n4,5,6\n", ","),
+    ("1;2;3\n4;5;6\n", ";"),
+    ("1\t2\t3\n4\t5\t6\n", "\t"),
+    ("1 2   3\n 4 5 6\n", datasets.WHITESPACE),
+    ("x;y;label\n1,5;2,5;0\n", ";"),  # decimal commas: ';' is the one consistent split
+    ("42\n43\n", ","),  # one column: nothing to detect
+])
+def test_detect_delimiter(text, expected):
+    assert datasets.detect_delimiter(text.splitlines()) == expected
+
+
+def test_a_header_is_a_first_row_without_any_number(tmp_path):
+    table, used = datasets.read_table(write(tmp_path, "x1,x2,label\n1,2,0\n3,4,1\n"))
+    assert used == "," and table.tolist() == [[1, 2, 0], [3, 4, 1]]
+    table, _ = datasets.read_table(write(tmp_path, "1,2,0\n3,4,1\n"))
+    assert table.shape == (2, 3)
+
+
+@pytest.mark.parametrize("text, needles", [
+    # a header-less file whose first row has one bad cell was taken as a header
+    ("1.0,abc,0\n3,4,1\n", ["line 1, column 2", "'abc'", "header"]),
+    ("x,2,label\n3,4,1\n", ["line 1, column 1", "'x'", "header"]),
+    ("x,y,label\n1,2,0\n3,,1\n", ["line 3, column 2", "''"]),
+    ("1,2,0\n\n3,4,oops\n", ["line 3, column 3", "'oops'"]),  # blank lines keep numbering
+    ("1,2,0\n3,nan,1\n", ["line 2, column 2", "'nan'", "finite"]),
+    ("1,2,0\n3,4\n", ["line 2 has 2 columns", "line 1 has 3"]),
+    ("x,y\n", ["header but no data rows"]),
+    ("\n\n", ["no data rows"]),
+])
+def test_bad_tables_name_the_line_column_text_and_delimiter(tmp_path, text, needles):
+    with pytest.raises(DataError) as info:
+        datasets.read_table(write(tmp_path, text))
+    message = str(info.value)
+    assert "(delimiter ',')" in message or "no data rows" in message, message
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_quoted_cells_and_spaces_after_the_delimiter(tmp_path):
+    table, _ = datasets.read_table(write(tmp_path, '"x, first","y"\n"1", 2\n 3 ,"4"\n'))
+    assert table.tolist() == [[1, 2], [3, 4]]
+
+
+def test_a_cell_holding_another_delimiter_says_how_to_give_it(tmp_path):
+    path = write(tmp_path, "0.1;0.2;0\n0.3;0.4;1\n")
+    with pytest.raises(DataError, match=r"holds ';': pass delimiter=\.\.\. if"):
+        datasets.read_table(path, ",")
+    with pytest.raises(DataError, match=r"holds ';': pass --delimiter if"):
+        datasets.read_table(path, ",", option="--delimiter")
+    assert datasets.read_table(path)[1] == ";"
+
+
+def test_byte_order_marks_and_binary_files(tmp_path):
+    table, _ = datasets.read_table(write(tmp_path, b"\xef\xbb\xbf1,2,0\n3,4,1\n"))
+    assert table[0, 0] == 1.0
+    with pytest.raises(DataError, match="not a text file"):
+        datasets.read_table(write(tmp_path, b"PK\x03\x04\xff\xfe\x00\x81"))
+
+
+def test_load_file_takes_a_header_only_when_no_first_row_cell_is_a_number(tmp_path):
+    with pytest.raises(DataError, match=r"line 1, column 2: 'abc' is not a number.*header"):
+        datasets.load_file(write(tmp_path, "1.0,abc,0\n3,4,1\n5,6,0\n"))
+
+
+@pytest.mark.parametrize("text", ["1;2;0\n3;4;1\n", "1\t2\t0\n3\t4\t1\n",
+                                  "1  2 0\n3 4   1\n", "a,b,y\n1,2,0\n3,4,1\n"])
+def test_load_file_detects_the_delimiter(tmp_path, text):
+    X, y = datasets.load_file(write(tmp_path, text))
+    assert X.tolist() == [[1, 2], [3, 4]] and y.tolist() == [0, 1]
+
+
+def test_load_file_and_load_take_a_delimiter(tmp_path):
+    path = write(tmp_path, "1|2|0\n3|4|1\n")
+    X, _ = datasets.load_file(path, delimiter="|")
+    assert X.tolist() == [[1, 2], [3, 4]]
+    assert datasets.load(path, delimiter="|")[0].tolist() == [[1, 2], [3, 4]]
+    with pytest.raises(DataError, match=r"\(delimiter ','\): line 2, column 1: '3\|4\|1'"):
+        datasets.load_file(path, delimiter=",")
+    for bad in ("||", 3, ""):
+        with pytest.raises(ValueError, match="delimiter must be None"):
+            datasets.load_file(path, delimiter=bad)
+
+
+@pytest.mark.parametrize("name", ["t.tsv", "t.txt", "T.CSV"])
+def test_tsv_and_txt_tables_load_like_csv(tmp_path, name):
+    X, y = datasets.load(write(tmp_path, "a\tb\ty\n1\t2\t0\n3\t4\t1\n", name))
+    assert X.tolist() == [[1, 2], [3, 4]] and y.tolist() == [0, 1]
+
+
+def test_whole_numbers_are_labels_up_to_2_to_the_53(tmp_path):
+    _, y = datasets.load_file(write(tmp_path, f"1,{2**53}\n2,-{2**53}\n"))
+    assert y.dtype == np.int64 and y.tolist() == [2**53, -(2**53)]
+    _, y = datasets.load_file(write(tmp_path, f"1,{2**53 + 2}\n2,0\n"))
+    assert y.dtype == np.float32
+
+
+def test_a_folder_is_not_a_data_file(tmp_path):
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(DataError, match="is a folder, not a file"):
+        datasets.load_file(tmp_path / "folder.csv")

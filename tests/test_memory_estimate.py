@@ -115,3 +115,58 @@ def test_host_memory_is_read_on_linux():
 def test_a_real_backend_answers():
     backend = xn.backend.get("numpy")
     assert memory.check_fits(backend, [2, 4, 2], 8, 2, "train")["total"] > 0
+
+
+# --------------------------------------------------------------------------- building a model
+
+WIDE = [("layer 0 (Dense 2 -> 100000, 300,000 parameters)", 300_000),
+        ("layer 2 (Dense 100000 -> 100000, 10,000,100,000 parameters)", 10_000_100_000)]
+
+
+def test_drawing_initial_weights_that_do_not_fit_is_refused_naming_the_largest_layer(
+        monkeypatch):
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 2**30)
+    with pytest.raises(memory.OutOfMemoryError) as info:
+        memory.check_init_fits(fake_backend(), WIDE, "Sequential")
+    message = str(info.value)
+    # on a CPU all of it is host memory: the parameters kept in float32 (37.3 GiB), the
+    # largest layer in float64 while drawn (74.5 GiB) and the backend's copy (37.3 GiB)
+    for part in ("Sequential: the initial weights need about 149.0 GiB of host memory",
+                 "37.3 GiB of parameters in float32", "float64 one layer at a time",
+                 "only 1.0 GiB is free", "the largest is layer 2 (Dense 100000 -> 100000"):
+        assert part in message, message
+    memory.check_init_fits(fake_backend(), WIDE[:1], "Sequential")  # 1.2 MiB fits
+
+
+def test_a_gpu_model_needs_its_copy_on_the_device_and_the_draw_on_the_host(monkeypatch):
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 2**40)
+    with pytest.raises(memory.OutOfMemoryError, match=r"37\.3 GiB of torch \(cuda:0\) memory"):
+        memory.check_init_fits(fake_backend(free=2**30, is_gpu=True), WIDE, "Sequential")
+    memory.check_init_fits(fake_backend(free=2**40, is_gpu=True), WIDE, "Sequential")
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 2**30)
+    with pytest.raises(memory.OutOfMemoryError, match=r"111\.8 GiB of host memory"):
+        memory.check_init_fits(fake_backend(free=2**40, is_gpu=True), WIDE, "Sequential")
+
+
+def test_initial_weights_of_a_layer_too_large_to_index_are_refused_with_unknown_memory(
+        monkeypatch):
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: None)
+    with pytest.raises(memory.OutOfMemoryError, match=r"^Sequential: layer 0 .*2\*\*40"):
+        memory.check_init_fits(fake_backend(), [("layer 0 (Dense)", 2**41)], "Sequential")
+    memory.check_init_fits(fake_backend(), WIDE, "Sequential")  # unknown: nothing to refuse
+    memory.check_init_fits(fake_backend(), [], "Sequential")  # no parameters at all
+
+
+def test_a_built_model_is_not_counted_twice_nor_drawn_again(monkeypatch):
+    widths = [2, 100_000, 100_000, 2]
+    parts = memory.estimate_bytes(widths, 32, 4, 2, snapshots=1)
+    free = parts["total"] - parts["parameters"] // 2  # enough once the parameters exist
+    with pytest.raises(memory.OutOfMemoryError):
+        memory.check_fits(fake_backend(free=free), widths, 32, 2, "fit", snapshots=1)
+    memory.check_fits(fake_backend(free=free), widths, 32, 2, "fit", snapshots=1, built=True)
+    with pytest.raises(memory.OutOfMemoryError, match="parameters are allocated already"):
+        memory.check_fits(fake_backend(free=2**30), widths, 32, 2, "fit", built=True)
+    # the host check of the initial draw is for models not yet built
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 2**30)
+    gpu = fake_backend(free=2**42, is_gpu=True)
+    memory.check_fits(gpu, widths, 32, 2, "fit", built=True)

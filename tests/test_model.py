@@ -402,3 +402,48 @@ def test_fit_does_not_warn_for_logits():
         warnings.simplefilter("error")
         model.fit(np.zeros((4, 2), dtype=np.float32), np.array([0, 1, 0, 1]),
                   loss="cross_entropy", epochs=1)
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def test_weights_that_cannot_be_drawn_are_refused_before_drawing(monkeypatch):
+    from xpnet.backend import memory
+
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 2**20)  # 1 MiB free
+
+    def drawn(self):
+        raise AssertionError("the weights were drawn")
+
+    monkeypatch.setattr(xn.Sequential, "_init_host", drawn)
+    with pytest.raises(xn.OutOfMemoryError) as info:
+        xn.mlp([1000, 1000, 2], backend="numpy")
+    message = str(info.value)
+    for part in ("Sequential: the initial weights need about", "only 1.0 MiB is free",
+                 "layer 0 (Dense 1000 -> 1000, 1,001,000 parameters)"):
+        assert part in message, message
+
+
+def test_fit_checks_memory_with_its_batch_optimizer_slots_and_the_guards_snapshot(monkeypatch):
+    from xpnet.backend import memory
+    from xpnet.train import loop
+
+    seen = []
+    monkeypatch.setattr(loop, "check_fits", lambda *args, **kw: seen.append((args, kw)))
+    X, y = _blobs(20)
+    model = xn.mlp([4, 8, 3], seed=0, backend="numpy")
+    model.fit(X, y, loss="cross_entropy", optimizer=xn.Adam(), batch_size=8, epochs=1)
+    model.fit(X, y, loss="cross_entropy", optimizer="sgd", batch_size=None, epochs=1)
+    (adam, adam_kw), (sgd, sgd_kw) = seen
+    assert adam[1:4] == ([4, 8, 3], 8, 2) and sgd[1:4] == ([4, 8, 3], 20, 0)
+    assert adam_kw["snapshots"] == sgd_kw["snapshots"] == 1 and adam_kw["built"]
+
+    monkeypatch.undo()
+    monkeypatch.setattr(memory, "available_bytes", lambda backend: 100)
+    model = xn.mlp([4, 8, 3], seed=0, backend="numpy")
+    before = _host(model)
+    with pytest.raises(xn.OutOfMemoryError, match="to fit .* only 100 B is free"):
+        model.fit(X, y, loss="cross_entropy", optimizer="adam", epochs=1)
+    assert model.optimizer is None
+    for name, value in _host(model).items():
+        np.testing.assert_array_equal(value, before[name])

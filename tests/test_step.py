@@ -46,7 +46,8 @@ def test_fit_is_the_step_called_once_per_batch(backend, opt):
                batch_size=8, shuffle=False)
     by_hand = xn.mlp([5, 8, 3], seed=0, backend=backend)
     step = xn.Step(by_hand, "cross_entropy", OPTIMIZERS[opt]())
-    Xd, Td = by_hand.device_inputs(X), by_hand.device_targets(y, "cross_entropy", 24)
+    Xd = by_hand.device_inputs(X)
+    Td = by_hand.device_targets(y, "cross_entropy", Xd)
     for _ in range(2):
         for lo in range(0, 24, 8):
             step(Xd[lo:lo + 8, ...], Td[lo:lo + 8, ...])
@@ -60,7 +61,8 @@ def test_parameters_gradients_and_state_are_views_of_flat_buffers(backend):
     X, y = _data()
     model = xn.mlp([5, 8, 3], seed=0, backend=backend)
     step = xn.Step(model, "cross_entropy", xn.Adam())
-    Xd, Td = model.device_inputs(X), model.device_targets(y, "cross_entropy", 24)
+    Xd = model.device_inputs(X)
+    Td = model.device_targets(y, "cross_entropy", Xd)
     step(Xd, Td)
     flat = model.parameters.flat
     assert tuple(flat.shape) == (model.layout.size,)
@@ -123,7 +125,8 @@ def test_a_gradient_hook_runs_between_backward_and_update(backend):
         return {k: g * 0.0 for k, g in grads.items()}
 
     step = xn.Step(model, "cross_entropy", xn.SGD(lr=1.0), grad_hooks=[zero])
-    step(model.device_inputs(X), model.device_targets(y, "cross_entropy", 24))
+    Xd = model.device_inputs(X)
+    step(Xd, model.device_targets(y, "cross_entropy", Xd))
     assert seen == [sorted(model.params)]
     _same(_host(model), start)  # zero gradients: nothing moved
     assert not step.is_traced  # hooks take the eager path
@@ -135,7 +138,8 @@ def test_halving_the_gradients_in_a_hook_is_halving_the_learning_rate(backend):
     for lr, hooks in ((0.2, [lambda g, s: {k: v * 0.5 for k, v in g.items()}]), (0.1, [])):
         model = xn.mlp([5, 8, 3], seed=0, backend=backend)
         step = xn.Step(model, "cross_entropy", xn.SGD(lr=lr), grad_hooks=hooks)
-        step(model.device_inputs(X), model.device_targets(y, "cross_entropy", 24))
+        Xd = model.device_inputs(X)
+        step(Xd, model.device_targets(y, "cross_entropy", Xd))
         runs.append(_host(model))
     _same(*runs, rtol=1e-6, atol=1e-7)
 
@@ -146,7 +150,8 @@ def test_sample_weights_weight_each_samples_loss(backend64, loss):
     X = rng.standard_normal((6, 4))
     y = rng.integers(0, 3, 6) if loss == "cross_entropy" else rng.random((6, 3)).round()
     model = xn.mlp([4, 5, 3], seed=0, backend=backend64)
-    Xd, Td = model.device_inputs(X), model.device_targets(y, loss, 6)
+    Xd = model.device_inputs(X)
+    Td = model.device_targets(y, loss, Xd)
     step = xn.Step(model, loss, xn.SGD(lr=0.1))
     entry = losses.LOSSES[loss]
     Y = model.forward(Xd)[0]

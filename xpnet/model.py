@@ -11,23 +11,29 @@ the network protocol documented in ``docs/architecture.md`` without importing th
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping
-from numbers import Integral
 from typing import Any
 
-from . import data
+from . import checks, data
+from .backend import memory
 from .backend import table as backends
 from .io import checkpoint
 from .nn import losses
 from .nn import optim as optimizers
 from .nn.buffers import Buffer, Layout
-from .nn.layers import RELU_FAMILY, Dense, Dropout, Layer, Pass, activation
+from .nn.layers import (
+    RELU_FAMILY,
+    Dense,
+    Dropout,
+    Layer,
+    ModelError,
+    Pass,
+    activation,
+    width_of,
+)
 from .train import loop
-
-
-class ModelError(ValueError):
-    """A model that is built or used inconsistently (widths, names, shapes)."""
 
 
 class Sequential:
@@ -45,15 +51,13 @@ class Sequential:
         if not layers:
             raise ModelError("Sequential needs at least one layer")
         for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise ModelError(f"layer {i} is {type(layer).__name__}, not an xpnet Layer")
+            _check_layer(i, layer)
         self.layers: list[Layer] = list(layers)
         self._check_widths()
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)
-                                 or seed < 0):
-            raise ModelError(f"seed must be None or an int >= 0; got {seed!r}")
-        self.seed = None if seed is None else int(seed)
+        self.seed = checks.integer("Sequential", "seed", seed, 0, allow_none=True)
         self.backend = backends.resolve(backend, dtype=dtype)
+        if params is None:  # drawing weights too large to hold fails here, not half-way
+            memory.check_init_fits(self.backend, self._layers_with_parameters(), "Sequential")
         self.optimizer: optimizers.Optimizer | None = None
         self.stop_training = False
         self.history = None  # the History of the last fit, also when it was interrupted
@@ -84,11 +88,23 @@ class Sequential:
 
     @property
     def n_out(self) -> int | None:
-        """Output width (from the last Dense layer)."""
-        width = None
+        """Output width (from the last Dense layer); None for a model without one."""
+        return self.output_width()
+
+    def output_width(self, n_features: int | None = None) -> int | None:
+        """The output width for inputs of ``n_features`` (a parameter-free model keeps the
+        input's width; None when unknown)."""
+        width = n_features
         for layer in self.layers:
             width = layer.out_width(width)
         return width
+
+    @property
+    def dense_widths(self) -> list[int]:
+        """The inputs, then each Dense layer's output width: the MLP whose training
+        ``backend.memory.check_fits`` estimates (empty without a Dense layer)."""
+        dense = [layer for layer in self.layers if isinstance(layer, Dense)]
+        return [dense[0].n_in, *(layer.n_out for layer in dense)] if dense else []
 
     @property
     def widths(self) -> list[int]:
@@ -109,6 +125,17 @@ class Sequential:
                 continue
             return "he" if isinstance(nxt, RELU_FAMILY) else "glorot"
         return "glorot"
+
+    def _layers_with_parameters(self) -> list[tuple[str, int]]:
+        """(the layer named with its index, type and widths, its number of parameters)."""
+        widths = self.widths
+        out = []
+        for i, layer in enumerate(self.layers):
+            count = sum(math.prod(shape) for shape in layer.param_shapes().values())
+            if count:
+                out.append((f"layer {i} ({type(layer).__name__} {widths[i]} -> "
+                            f"{widths[i + 1]}, {count:,} parameters)", count))
+        return out
 
     def _init_host(self) -> dict:
         rng = data.host_rng(self.seed)
@@ -142,6 +169,9 @@ class Sequential:
 
     def _stage(self, mapping, what: str) -> Buffer:
         """A new parameter buffer from ``mapping``, every name and shape validated first."""
+        if not isinstance(mapping, Mapping):
+            raise TypeError(f"{what}: parameters must be a mapping of names to arrays "
+                            f"(such as model.params); got {type(mapping).__name__}")
         expected = self.layout.shapes
         mapping = dict(mapping)
         unknown = sorted(set(mapping) - set(expected))
@@ -260,16 +290,18 @@ class Sequential:
         """``X`` validated (2-D, numeric, finite, this model's width) on the model's device."""
         return data.inputs(self.backend, X, self.n_in, self._first_layer_name(), name)
 
-    def device_targets(self, y, loss, n: int, name: str = "y"):
-        """``y`` validated for ``loss`` and encoded as float rows on the model's device."""
+    def device_targets(self, y, loss, X, name: str = "y"):
+        """``y`` validated for ``loss`` and the device inputs ``X`` (one row per sample; a
+        parameter-free model's output is as wide as ``X``), encoded as float rows on the
+        model's device."""
         entry = losses.resolve(loss)
-        return data.targets(self.backend, y, entry.name, self.n_out, n, name)
+        n_samples, n_features = X.shape
+        return data.targets(self.backend, y, entry.name, self.output_width(n_features),
+                            n_samples, name)
 
     def predict(self, X, batch_size: int | None = None):
         """Model output for ``X`` (inputs are converted) as an array on the model's backend."""
-        if batch_size is not None and (isinstance(batch_size, bool)
-                                       or not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"predict: batch_size must be None or an int >= 1; got {batch_size!r}")
+        batch_size = checks.integer("predict", "batch_size", batch_size, 1, allow_none=True)
         return self.predict_device(self.device_inputs(X), batch_size)
 
     def predict_device(self, X, batch_size: int | None = None):
@@ -284,7 +316,7 @@ class Sequential:
         """The loss and the gradient of every parameter on one batch, without updating."""
         entry = losses.resolve(loss)
         X = self.device_inputs(X)
-        T = self.device_targets(y, entry, X.shape[0])
+        T = self.device_targets(y, entry, X)
         Y, backprops = self.forward(X)
         value, dY = entry.value_and_grad(self.kernels, self.backend.xp, Y, T)
         return float(value), self.backward(dY, backprops)
@@ -347,9 +379,7 @@ def mlp(sizes, activation: str = "relu", output_activation: str | None = None,
     The output is linear (logits) unless ``output_activation`` is given. ``dropout`` > 0
     adds a Dropout after every hidden activation.
     """
-    sizes = list(sizes)
-    if len(sizes) < 2:
-        raise ModelError(f"mlp needs at least two sizes (inputs and outputs); got {sizes}")
+    sizes = _mlp_sizes(sizes)
     layers: list[Layer] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(Dense(n_in, n_out, init=init))
@@ -360,6 +390,29 @@ def mlp(sizes, activation: str = "relu", output_activation: str | None = None,
         elif output_activation is not None:
             layers.append(_activation(output_activation))
     return Sequential(*layers, seed=seed, backend=backend, dtype=dtype)
+
+
+def _mlp_sizes(sizes) -> list[int]:
+    """``sizes`` as a list of at least two widths, each checked and named ``sizes[i]``."""
+    if isinstance(sizes, (str, bytes, Mapping)) or not isinstance(sizes, Iterable):
+        raise ModelError(f"mlp: sizes must be a sequence of layer widths, inputs first and "
+                         f"outputs last, such as [2, 32, 1]; got {type(sizes).__name__} "
+                         f"{sizes!r}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ModelError(f"mlp needs at least two sizes (inputs and outputs); got {sizes}")
+    n_dense = len(sizes) - 1
+    return [width_of("mlp", f"sizes[{i}] (n_in of Dense layer 1 of {n_dense})" if i == 0 else
+                     f"sizes[{i}] (n_out of Dense layer {i} of {n_dense})", size)
+            for i, size in enumerate(sizes)]
+
+
+def _check_layer(i: int, layer) -> None:
+    if isinstance(layer, type) and issubclass(layer, Layer):
+        raise ModelError(f"layer {i} is the class {layer.__name__}, not a layer: pass an "
+                         f"instance: {layer.__name__}()")
+    if not isinstance(layer, Layer):
+        raise ModelError(f"layer {i} is {type(layer).__name__}, not an xpnet Layer")
 
 
 def _activation(name):

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import checks
 from .backend import table as _backend
+from .model import Sequential
 from .nn import losses
 from .nn import optim as optimizers
 
@@ -58,8 +60,6 @@ class GradReport:
 
 def _float64_copy(model):
     """The same layers and parameters in float64 (on NumPy when the backend has no float64)."""
-    from .model import Sequential
-
     try:
         target = _backend.resolve(model.backend, dtype="float64")
     except _backend.BackendError:  # JAX without x64 mode: the reference is the float64 one
@@ -89,10 +89,18 @@ def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: fl
     checks all). Raises AssertionError naming the worst parameter, its entry and both
     values when that error exceeds ``tolerance`` (unless ``raise_error=False``).
     """
+    if not isinstance(model, Sequential):
+        raise TypeError(f"check_grads: model must be an xpnet Sequential; got "
+                        f"{type(model).__name__}")
+    eps = checks.real("check_grads", "eps", eps, 0.0, low_open=True)
+    tolerance = checks.real("check_grads", "tolerance", tolerance, 0.0)
+    max_entries = checks.integer("check_grads", "max_entries", max_entries, 1, allow_none=True)
+    seed = checks.integer("check_grads", "seed", seed, 0)
+    raise_error = checks.boolean("check_grads", "raise_error", raise_error)
     entry = losses.resolve(loss)
     twin = _float64_copy(model)
     Xd = twin.device_inputs(X)
-    Td = twin.device_targets(y, entry, Xd.shape[0])
+    Td = twin.device_targets(y, entry, Xd)
     xp, backend = twin.backend.xp, twin.backend
     Y, backprops = twin.forward(Xd)
     grads = twin.backward(entry(xp, Y, Td)[1], backprops)
@@ -183,6 +191,13 @@ def _train(build, label, dtype, X, y, loss, make_opt, steps, batch_size, seed) -
         return {k: model.backend.to_numpy(v).astype(np.float64) for k, v in model.params.items()}
 
 
+def _parity_backends(backends) -> list[str]:
+    """``backends`` as a list of names: "available" for all usable here; one str is one name."""
+    if backends == "available":
+        return _backend.available()
+    return [backends] if isinstance(backends, str) else list(backends)
+
+
 def _gap(a: np.ndarray, ref: np.ndarray) -> float:
     """max |a - ref| / (1 + |ref|): relative for large entries, absolute near zero."""
     return float(np.max(np.abs(a - ref) / (1.0 + np.abs(ref)), initial=0.0))
@@ -196,15 +211,26 @@ def assert_parity(build: Callable, X, y, backends: Iterable[str] | str = "availa
 
     ``build`` takes no argument and returns a model on the current backend (``xn.mlp(...,
     seed=0)`` does); it is called once per backend inside ``xn.use(name, dtype=dtype)``.
-    ``backends``: "available" or names; NumPy is always the reference; names that cannot
-    run here are skipped with the reason. Training is ``steps`` epochs (full batch by
-    default, so ``steps`` updates) with the optimizer from ``optimizer`` (an Optimizer,
-    copied per backend, a factory, or a name with ``lr``). Raises AssertionError naming the
-    worst backend and parameter when a gap exceeds ``tolerance`` (default 1e-4 in float32,
-    1e-10 in float64).
+    ``backends``: "available", one name or a list of names; NumPy is always the
+    reference; names that cannot run here are skipped with the reason. Training is
+    ``steps`` epochs (full batch by default, so ``steps`` updates) with the optimizer from
+    ``optimizer`` (an Optimizer, copied per backend, a factory, or a name with ``lr``).
+    Raises AssertionError naming the worst backend and parameter when a gap exceeds
+    ``tolerance`` (default 1e-4 in float32, 1e-10 in float64).
     """
-    names = _backend.available() if backends == "available" else list(backends)
-    tolerance = PARITY_TOL[dtype] if tolerance is None else float(tolerance)
+    if not callable(build):
+        raise TypeError(f"assert_parity: build must be a callable that returns a model; got "
+                        f"{type(build).__name__}")
+    if not isinstance(dtype, str) or dtype not in PARITY_TOL:
+        raise ValueError(f"assert_parity: dtype must be one of {', '.join(PARITY_TOL)}; "
+                         f"got {dtype!r}")
+    tolerance = PARITY_TOL[dtype] if tolerance is None else \
+        checks.real("assert_parity", "tolerance", tolerance, 0.0)
+    steps = checks.integer("assert_parity", "steps", steps, 1)
+    batch_size = checks.integer("assert_parity", "batch_size", batch_size, 1, allow_none=True)
+    seed = checks.integer("assert_parity", "seed", seed, 0)
+    raise_error = checks.boolean("assert_parity", "raise_error", raise_error)
+    names = _parity_backends(backends)
     make_opt = _optimizer_factory(optimizer, lr)
     reference = _train(build, _backend.REFERENCE, dtype, X, y, loss, make_opt, steps,
                        batch_size, seed)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .table import Backend
 
 __all__ = ["MAX_LAYER_ELEMENTS", "OutOfMemoryError", "available_bytes", "check_fits",
-           "estimate_bytes", "explaining_out_of_memory", "host_available_bytes",
+           "check_init_fits", "estimate_bytes", "explaining_out_of_memory", "host_available_bytes",
            "is_out_of_memory", "out_of_memory_error"]
 
 
@@ -200,16 +200,17 @@ def _short(widths) -> str:
 
 def check_fits(backend: Backend, widths, batch_size: int, optimizer_slots: int, what: str,
                advice: str = "lower the layer widths (the largest layer first) or the "
-                             "batch size", snapshots: int = 0) -> dict:
+                             "batch size", snapshots: int = 0, built: bool = False) -> dict:
     """Raise OutOfMemoryError before allocating when training does not fit; else the estimate.
 
     Refuses any layer of more than ``MAX_LAYER_ELEMENTS`` parameters whatever the free
     memory, then compares ``estimate_bytes`` (with ``snapshots`` copies of parameters and
     optimizer state kept aside) with ``available_bytes(backend)`` (skipped
     when that is unknown) and, for GPUs, the host memory that drawing the initial weights
-    takes with what the host has free. ``what`` is the verb for the work ("train",
-    "fit"); the message names the largest layer, each part of the estimate, what is free,
-    and ends with ``advice``.
+    takes with what the host has free. ``built``: the model exists already (``fit``), so
+    its parameters are allocated (no longer in the free memory) and its weights drawn.
+    ``what`` is the verb for the work ("train", "fit"); the message names the largest
+    layer, each part of the estimate, what is free, and ends with ``advice``.
     """
     widths = _check_widths(widths)
     for i, (n_in, n_out, params) in enumerate(_dense_layers(widths)):
@@ -221,29 +222,68 @@ def check_fits(backend: Backend, widths, batch_size: int, optimizer_slots: int, 
     item = backend.item_bytes
     estimate = estimate_bytes(widths, batch_size, item, optimizer_slots, snapshots)
     free = available_bytes(backend)
-    if free is not None and estimate["total"] > free:
+    allocated = estimate["parameters"] if built else 0
+    if free is not None and estimate["total"] - allocated > free:
         parts = ", ".join(f"{label} {_size(estimate[key])}" for key, label in _PART_NAMES.items()
                           if estimate[key] or key != "snapshots")
+        held = ", of which the parameters are allocated already" if built else ""
         raise OutOfMemoryError(
             f"an MLP {_short(widths)} in {backend.dtype_name} with batch size {batch_size} "
             f"and {optimizer_slots} optimizer slots per parameter needs about "
-            f"{_size(estimate['total'])} to {what} ({parts}), but only {_size(free)} is free on "
-            f"{backend.name} ({backend.device}); the largest layer is {_largest_layer(widths)}; "
-            f"{advice}")
-    if backend.is_gpu:
+            f"{_size(estimate['total'])} to {what} ({parts}{held}), but only {_size(free)} is "
+            f"free on {backend.name} ({backend.device}); the largest layer is "
+            f"{_largest_layer(widths)}; {advice}")
+    if backend.is_gpu and not built:
         _check_host_init(widths, estimate["parameters"], what, advice)
     return estimate
 
 
+def _init_host_bytes(param_bytes: int, largest_layer_params: int) -> int:
+    """Host memory drawing initial weights takes: every parameter in its dtype, plus the
+    largest layer once more in float64 while it is drawn (layers are drawn one at a time)."""
+    return param_bytes + 8 * largest_layer_params
+
+
 def _check_host_init(widths, param_bytes: int, what: str, advice: str) -> None:
-    """A model on a GPU still draws its initial weights on the host: every parameter in
-    its dtype, plus the largest layer once more in float64 while it is drawn (issue 9's
+    """A model on a GPU still draws its initial weights on the host (issue 9's
     "Unable to allocate 74.5 GiB ... float64" came from there)."""
-    largest = max(p for _, _, p in _dense_layers(widths))
-    need = param_bytes + 8 * largest
+    need = _init_host_bytes(param_bytes, max(p for _, _, p in _dense_layers(widths)))
     free = host_available_bytes()
     if free is not None and need > free:
         raise OutOfMemoryError(
             f"an MLP {_short(widths)} draws its initial weights on the host, which needs about "
             f"{_size(need)} of host memory to {what}, but only {_size(free)} is free; the "
             f"largest layer is {_largest_layer(widths)}; {advice}")
+
+
+def check_init_fits(backend: Backend, layers: list[tuple[str, int]], owner: str,
+                    advice: str = "lower the layer widths (the largest layer first)") -> None:
+    """Raise OutOfMemoryError before a model's initial weights are drawn when they would
+    not fit, naming the largest layer, the estimate and what is free.
+
+    ``layers`` holds (the layer as the caller names it, its number of parameters) for
+    each layer with parameters. The weights are drawn on the host in float64, one layer
+    at a time, kept in the backend's dtype and then copied onto the backend: on a CPU
+    backend all of that is host memory; on a GPU the copy is compared with the device's
+    free memory (when known) and the rest with the host's. A layer of more than
+    ``MAX_LAYER_ELEMENTS`` parameters is refused whatever the free memory.
+    """
+    if not layers:
+        return
+    largest_name, largest = max(layers, key=lambda layer: layer[1])
+    if largest > MAX_LAYER_ELEMENTS:
+        raise OutOfMemoryError(
+            f"{owner}: {largest_name} would hold more than the {MAX_LAYER_ELEMENTS:,} (2**40) "
+            f"parameters one array may have; {advice}")
+    params = sum(count for _, count in layers) * backend.item_bytes
+    host = _init_host_bytes(params, largest)
+    where = f"{backend.name} ({backend.device})"
+    needs = [(host, host_available_bytes(), "host"), (params, available_bytes(backend), where)] \
+        if backend.is_gpu else [(host + params, host_available_bytes(), "host")]
+    for need, free, place in needs:
+        if free is not None and need > free:
+            raise OutOfMemoryError(
+                f"{owner}: the initial weights need about {_size(need)} of {place} memory "
+                f"({_size(params)} of parameters in {backend.dtype_name}, drawn on the host "
+                f"in float64 one layer at a time and copied onto {where}), but only "
+                f"{_size(free)} is free; the largest is {largest_name}; {advice}")

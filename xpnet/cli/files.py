@@ -3,15 +3,14 @@
 Kept apart from ``main.py`` so that file stays argument parsing and commands. Everything
 here is host-side NumPy; errors are ValueError with one line that names the file or flag.
 
-CSV files are read here rather than by ``datasets.load``, which knows neither
-``--delimiter`` nor where a bad cell is: a header is recognised only when none of the
-first row's cells is a number, and any other cell that is not a number is reported by
-line and column.
+Text tables (.csv, .tsv, .txt) are read by ``datasets.read_table``, the reader
+``datasets.load`` uses too: a header is recognised only when none of the first row's cells
+is a number, any other cell that is not a number is reported by line and column, and the
+delimiter is detected unless ``--delimiter`` gives it. Its errors name ``--delimiter``.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import zipfile
 
@@ -21,19 +20,17 @@ from ..data import datasets
 
 # --------------------------------------------------------------------------- delimiters
 
-AUTO = "auto"
-WHITESPACE = " "  # stands for runs of spaces and tabs, as str.split() splits
-_CANDIDATES = (",", ";", "\t", WHITESPACE)
-_NAMED = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "space": WHITESPACE,
-          "whitespace": WHITESPACE}
-_SNIFFED_LINES = 5
-TEXT_TABLES = (".csv", ".tsv", ".txt")  # read as delimited text, whatever the delimiter
+AUTO = None  # --delimiter auto: datasets.read_table detects it
+_NAMED = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t",
+          "space": datasets.WHITESPACE, "whitespace": datasets.WHITESPACE}
+OPTION = "--delimiter"  # how the shared reader's errors name the way to give a delimiter
 
 
-def parse_delimiter(text: str) -> str:
-    """``--delimiter``: auto, a name (comma, semicolon, tab, whitespace) or one character."""
+def parse_delimiter(text: str) -> str | None:
+    """``--delimiter``: auto (None), a name (comma, semicolon, tab, whitespace) or one
+    character."""
     key = text.lower()
-    if key == AUTO:
+    if key == "auto":
         return AUTO
     if key in _NAMED:
         return _NAMED[key]
@@ -43,142 +40,10 @@ def parse_delimiter(text: str) -> str:
                      f"cannot be part of a number; got {text!r}")
 
 
-def delimiter_name(delimiter: str) -> str:
-    """How errors name a delimiter: ',' or tab or whitespace."""
-    return {"\t": "tab", WHITESPACE: "whitespace"}.get(delimiter, repr(delimiter))
-
-
-def _split(line: str, delimiter: str) -> list[str]:
-    if delimiter == WHITESPACE:
-        return line.split()
-    if '"' not in line:  # the common case, several times faster than a csv.reader per line
-        return line.split(delimiter)
-    return next(csv.reader([line], delimiter=delimiter, skipinitialspace=True), [])
-
-
-def detect_delimiter(lines: list[str]) -> str:
-    """The candidate (',', ';', tab, whitespace) that splits the first lines into the most
-    columns, the same number on each; else the one giving the first line most columns."""
-    lines = [line for line in lines if line.strip()][:_SNIFFED_LINES]
-    if not lines:
-        return ","
-    best, best_width = None, 1
-    for candidate in _CANDIDATES:
-        widths = {len(_split(line, candidate)) for line in lines}
-        width = widths.pop()
-        if not widths and width > best_width:  # the same width on every line
-            best, best_width = candidate, width
-    if best is not None:
-        return best
-    first = {c: len(_split(lines[0], c)) for c in _CANDIDATES}
-    guess = max(_CANDIDATES, key=lambda c: first[c])  # ties keep the earlier candidate
-    return guess if first[guess] > 1 else ","
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
-def _lines(path: str) -> list[tuple[int, str]]:
-    """(line number from 1, text) of every line that is not blank."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            return [(i, line.rstrip("\r\n")) for i, line in enumerate(fh, 1) if line.strip()]
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path!r} is not a text file ({exc.reason} at byte {exc.start})") \
-            from None
-
-
-def read_table(path: str, delimiter: str = AUTO) -> tuple[np.ndarray, str]:
-    """The numbers of a delimited text file as a 2-D float64 array, and the delimiter used.
-
-    ``delimiter`` AUTO detects it from the first lines. The first row is a header, and
-    skipped, only when none of its cells is a number; every other cell must be a finite
-    number, and every row as wide as the first. Errors name the line, column and text.
-    """
-    lines = _lines(path)
-    if delimiter == AUTO:
-        delimiter = detect_delimiter([text for _, text in lines[:_SNIFFED_LINES]])
-    where = f"{path!r} (delimiter {delimiter_name(delimiter)})"
-    rows = [(number, _split(text, delimiter)) for number, text in lines]
-    if not rows:
-        raise ValueError(f"{where} holds no data rows")
-    header = not any(_is_number(cell) for cell in rows[0][1])
-    if header:
-        rows = rows[1:]
-        if not rows:
-            raise ValueError(f"{where} holds a header but no data rows")
-    first_line, first_cells = rows[0]
-    for number, cells in rows:
-        if len(cells) != len(first_cells):
-            raise ValueError(f"{where}: line {number} has {len(cells)} columns, but line "
-                             f"{first_line} has {len(first_cells)}")
-    try:  # NumPy parses text as float() does; the loop below only finds what it refused
-        table = np.array([cells for _, cells in rows], dtype=np.float64)
-        if np.all(np.isfinite(table)):
-            return table, delimiter
-    except ValueError:
-        pass
-    hint = "" if header else " (a first row is a header only when none of its cells is a number)"
-    table = np.empty((len(rows), len(first_cells)))
-    for r, (number, cells) in enumerate(rows):
-        for c, cell in enumerate(cells):
-            table[r, c] = _number(where, number, c, cell, hint if r == 0 else "")
-    return table, delimiter
-
-
-def _number(where: str, line: int, column: int, cell: str, hint: str) -> float:
-    try:
-        value = float(cell)
-    except ValueError:
-        raise ValueError(f"{where}: line {line}, column {column + 1}: {cell.strip()!r} is not "
-                         f"a number{hint or _delimiter_hint(cell)}") from None
-    if not np.isfinite(value):
-        raise ValueError(f"{where}: line {line}, column {column + 1}: {cell.strip()!r} is not "
-                         "a finite number")
-    return value
-
-
-def _delimiter_hint(cell: str) -> str:
-    inside = [d for d in _CANDIDATES[:3] if d in cell]
-    if not inside:
-        return ""
-    return f" (it holds {delimiter_name(inside[0])}: pass --delimiter if that separates columns)"
-
-
-# Whole numbers up to here are exactly representable in float64, so reading them as int64
-# labels loses nothing; beyond it they are taken as real-valued targets.
-_EXACT_INTEGERS = 2**53
-
-
-def _targets(path: str, column: np.ndarray) -> np.ndarray:
-    """A target column as int64 labels when every value is a whole number, else float32."""
-    whole = np.all(column == np.round(column)) and np.all(np.abs(column) <= _EXACT_INTEGERS)
-    return column.astype(np.int64) if whole else _float32(path, column)
-
-
-def _float32(path: str, values: np.ndarray) -> np.ndarray:
-    """``values`` as float32, refusing numbers beyond its range rather than making them inf."""
-    with np.errstate(over="ignore"):
-        narrowed = values.astype(np.float32)
-    if not np.all(np.isfinite(narrowed)):
-        big = float(np.max(np.abs(values)))
-        raise ValueError(f"{path!r} holds {big:g}, beyond float32's range "
-                         f"(±{float(np.finfo(np.float32).max):.3g}); rescale the data")
-    return narrowed
-
-
 # --------------------------------------------------------------------------- train
 
 
-def load_data(name: str, seed: int, delimiter: str = AUTO):
+def load_data(name: str, seed: int, delimiter: str | None = AUTO):
     """(X, y) of a bundled set (generated sets take ``seed``), a .npz or a text table
     (.csv, .tsv, .txt)."""
     X, y = _load(name, seed, delimiter)
@@ -187,32 +52,15 @@ def load_data(name: str, seed: int, delimiter: str = AUTO):
     return X, y
 
 
-def _load(name: str, seed: int, delimiter: str):
-    if name.lower().endswith(TEXT_TABLES):
-        return _training_csv(name, delimiter)
+def _load(name: str, seed: int, delimiter: str | None):
+    if name.lower().endswith(datasets.TEXT_TABLES):
+        return datasets.read_text_table(name, delimiter, OPTION)
     key = name.lower().replace("-", "_")
     if key in datasets.DATASETS:
         make = datasets.DATASETS[key]
         takes_seed = "seed" in make.__code__.co_varnames[:make.__code__.co_argcount]
         return make(seed=seed) if takes_seed else make()
     return datasets.load(name)
-
-
-def _existing_file(path: str) -> None:
-    if not os.path.isfile(path):
-        what = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
-        raise ValueError(f"data file {path!r} {what}")
-
-
-def _training_csv(path: str, delimiter: str):
-    """Features, then the target in the last column (int64 labels when all whole numbers)."""
-    _existing_file(path)
-    table, used = read_table(path, delimiter)
-    if table.shape[1] < 2:
-        raise ValueError(f"{path!r} needs at least two columns (features, then the target), "
-                         f"but split on {delimiter_name(used)} its rows have one; pass "
-                         "--delimiter if the file uses another")
-    return _float32(path, table[:, :-1]), _targets(path, table[:, -1])
 
 
 def infer_loss(y: np.ndarray) -> str:
@@ -281,31 +129,30 @@ def split(X, y, fraction: float, seed: int):
 # --------------------------------------------------------------------------- predict
 
 
-def read_features(name: str, n_in: int | None, delimiter: str = AUTO):
+def read_features(name: str, n_in: int | None, delimiter: str | None = AUTO):
     """(X, y or None) to predict on: a .npz needs X (y optional); a text table holds ``n_in``
     feature columns, then optionally targets; any other name goes to ``load_data``."""
     if name.lower().endswith(".npz") and os.path.isfile(name):
         X, y = _read_npz_features(name)
-    elif name.lower().endswith(TEXT_TABLES):
+    elif name.lower().endswith(datasets.TEXT_TABLES):
         X, y = _prediction_csv(name, n_in, delimiter)
     else:
         X, y = load_data(name, seed=0)
     return X, _checked_targets(name, X, y)
 
 
-def _prediction_csv(path: str, n_in: int | None, delimiter: str):
-    _existing_file(path)
-    table, used = read_table(path, delimiter)
+def _prediction_csv(path: str, n_in: int | None, delimiter: str | None):
+    table, used = datasets.read_table(path, delimiter, OPTION)
     if n_in is None:
         n_in = table.shape[1] - 1
     if table.shape[1] < n_in:
-        raise ValueError(f"{path!r} split on {delimiter_name(used)} has {table.shape[1]} "
-                         f"columns, but the model takes {n_in} features (then optionally "
-                         "targets); pass --delimiter if the file uses another")
-    X, rest = _float32(path, table[:, :n_in]), table[:, n_in:]
+        raise ValueError(f"{path!r} split on {datasets.delimiter_name(used)} has "
+                         f"{table.shape[1]} columns, but the model takes {n_in} features (then "
+                         f"optionally targets); pass {OPTION} if the file uses another")
+    X, rest = datasets.table_features(path, table[:, :n_in]), table[:, n_in:]
     if rest.shape[1] == 0:
         return X, None
-    return X, _targets(path, rest[:, 0] if rest.shape[1] == 1 else rest)
+    return X, datasets.table_targets(path, rest[:, 0] if rest.shape[1] == 1 else rest)
 
 
 def _read_npz_features(name: str):

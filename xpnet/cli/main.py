@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import math
 import os
-import re
 import signal
 import sys
 import threading
@@ -145,7 +144,8 @@ def _add_backend(p) -> None:
 def _add_delimiter(p) -> None:
     p.add_argument("--delimiter", type=_delimiter, default=cli_data.AUTO,
                    help="column separator of a .csv, .tsv or .txt table: comma, semicolon, tab, "
-                        "whitespace or one character; auto detects it from the first lines")
+                        "whitespace or one character; auto detects it from the first lines "
+                        "(default: auto)")
 
 
 def _add_train(p) -> None:
@@ -228,10 +228,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    """The error's message on one line, epochs and batches counted from 1 as printed."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    return re.sub(r"epoch (\d+), batch (\d+) \(both counted from 0\)",
-                  lambda m: f"epoch {int(m[1]) + 1}, batch {int(m[2]) + 1}", message)
+    """The error's message on one line (the library counts epochs and batches from 1 in
+    its messages already, as the CLI prints them)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -22,8 +22,10 @@ import numpy as np
 from .validate import DataError, _cast_host, _real_numbers, host_rng
 
 __all__ = [
-    "DATASETS", "circles", "digits", "hidden_layer_toy", "linear", "load", "load_file",
-    "moons", "spirals", "two_layer_toy", "xor", "xor_table",
+    "DATASETS", "TEXT_TABLES", "WHITESPACE", "circles", "delimiter_name", "detect_delimiter",
+    "digits", "hidden_layer_toy", "linear", "load", "load_file", "moons", "read_table",
+    "read_text_table", "spirals", "table_features", "table_targets", "two_layer_toy", "xor",
+    "xor_table",
 ]
 
 
@@ -217,26 +219,32 @@ def digits():
     return (bunch.data / 16.0).astype(np.float32), bunch.target.astype(np.int64)
 
 
-def load_file(path):
-    """(X, y) from a ``.npz`` (arrays named ``X`` and ``y``) or a ``.csv`` file.
+def load_file(path, delimiter: str | None = None):
+    """(X, y) from a ``.npz`` (arrays named ``X`` and ``y``) or a text table (``.csv``,
+    ``.tsv``, ``.txt``).
 
-    A CSV holds one sample per row, features first and the target in the last column; a
-    header row is skipped when its cells are not numbers. A target column whose values
-    are all whole numbers is read as int64 class labels, otherwise as float32 targets.
-    Raises DataError naming the file and what is wrong with it.
+    A table holds one sample per row, features first and the target in the last column;
+    ``delimiter`` separates the columns (None: detected from the first lines among ',',
+    ';', tab and whitespace; see ``read_table`` for the header rule and the errors). A
+    target column of whole numbers that float64 holds exactly (|y| <= 2**53) is read as
+    int64 class labels, otherwise as float32 targets. Raises DataError naming the file and
+    what is wrong with it.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataError(f"data file {path!r} does not exist")
+    _existing_file(path)
     suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".npz":
-        X, y = _read_npz(path)
-    elif suffix == ".csv":
-        X, y = _read_csv(path)
-    else:
-        raise DataError(f"data file {path!r}: unknown format {suffix or '(none)'!r}; "
-                        "use .npz (arrays X and y) or .csv (last column y)")
-    return _checked(path, X, y)
+    if suffix in TEXT_TABLES:
+        return read_text_table(path, delimiter)
+    if suffix != ".npz":
+        raise DataError(f"data file {path!r}: unknown format {suffix or '(none)'!r}; use "
+                        ".npz (arrays X and y) or a .csv, .tsv or .txt table (last column y)")
+    return _checked(path, *_read_npz(path))
+
+
+def _existing_file(path: str) -> None:
+    if not os.path.isfile(path):
+        what = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        raise DataError(f"data file {path!r} {what}")
 
 
 def _read_npz(path: str):
@@ -255,37 +263,6 @@ def _read_npz(path: str):
             from None
 
 
-def _read_csv(path: str):
-    with open(path, newline="") as fh:
-        rows = [row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)]
-    if rows and not _numeric_row(rows[0]):
-        rows = rows[1:]  # a header
-    if not rows:
-        raise DataError(f"{path!r} holds no data rows")
-    widths = {len(row) for row in rows}
-    if len(widths) != 1:
-        raise DataError(f"{path!r}: rows have different numbers of columns {sorted(widths)}")
-    if widths.pop() < 2:
-        raise DataError(f"{path!r} needs at least two columns (features, then the target)")
-    for i, row in enumerate(rows):
-        if not _numeric_row(row):
-            raise DataError(f"{path!r}: data row {i + 1} has a cell that is not a number: {row}")
-    table = np.array([[float(cell) for cell in row] for row in rows])
-    y = table[:, -1]
-    # whole numbers are labels, but only where int64 holds them exactly: 1e20 stays a value
-    if np.all(np.isfinite(y)) and np.all(y == np.round(y)) and np.all(np.abs(y) < 2**53):
-        y = y.astype(np.int64)
-    return table[:, :-1], y
-
-
-def _numeric_row(row) -> bool:
-    try:
-        [float(cell) for cell in row]
-    except ValueError:
-        return False
-    return True
-
-
 def _checked(path: str, X, y):
     """X as float32 and y as int64 labels or float32 targets, checked as ``xn.fit`` would:
     real numbers only (bools as 0/1), finite, and nothing a cast would wrap or overflow."""
@@ -297,7 +274,7 @@ def _checked(path: str, X, y):
         raise DataError(f"{path!r}: X must be 2-D (samples, features); got shape {X.shape}")
     if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
         raise DataError(f"{path!r}: X has {X.shape[0]} samples but y has shape {y.shape}")
-    return _cast_host(f"{path!r}: X", X, "float32", model=False), _targets_of_file(path, y)
+    return table_features(path, X), _targets_of_file(path, y)
 
 
 _INT64_MAX = np.iinfo(np.int64).max
@@ -310,6 +287,165 @@ def _targets_of_file(path: str, y: np.ndarray) -> np.ndarray:
                             "(class labels are small non-negative integers)")
         return y.astype(np.int64)
     return _cast_host(f"{path!r}: y", y, "float32", model=False)
+
+
+# --------------------------------------------------------------------------- text tables
+# One reader for every delimited text file: datasets.load, and the command line's train
+# and predict (which name the option ``--delimiter`` in their errors).
+
+TEXT_TABLES = (".csv", ".tsv", ".txt")  # read as delimited text, whatever the delimiter
+WHITESPACE = " "  # stands for runs of spaces and tabs, as str.split() splits
+_CANDIDATES = (",", ";", "\t", WHITESPACE)
+_SNIFFED_LINES = 5
+_OPTION = "delimiter=..."  # how errors name the way to give the delimiter
+# Whole numbers up to here are exactly representable in float64, so reading them as int64
+# labels loses nothing; beyond it they are taken as real-valued targets.
+_EXACT_INTEGERS = 2**53
+
+
+def delimiter_name(delimiter: str) -> str:
+    """How errors name a delimiter: ',' or tab or whitespace."""
+    return {"\t": "tab", WHITESPACE: "whitespace"}.get(delimiter, repr(delimiter))
+
+
+def _split_line(line: str, delimiter: str) -> list[str]:
+    if delimiter == WHITESPACE:
+        return line.split()
+    if '"' not in line:  # the common case, several times faster than a csv.reader per line
+        return line.split(delimiter)
+    return next(csv.reader([line], delimiter=delimiter, skipinitialspace=True), [])
+
+
+def detect_delimiter(lines: list[str]) -> str:
+    """The candidate (',', ';', tab, whitespace) that splits the first lines into the most
+    columns, the same number on each; else the one giving the first line most columns."""
+    lines = [line for line in lines if line.strip()][:_SNIFFED_LINES]
+    if not lines:
+        return ","
+    best, best_width = None, 1
+    for candidate in _CANDIDATES:
+        widths = {len(_split_line(line, candidate)) for line in lines}
+        width = widths.pop()
+        if not widths and width > best_width:  # the same width on every line
+            best, best_width = candidate, width
+    if best is not None:
+        return best
+    first = {c: len(_split_line(lines[0], c)) for c in _CANDIDATES}
+    guess = max(_CANDIDATES, key=lambda c: first[c])  # ties keep the earlier candidate
+    return guess if first[guess] > 1 else ","
+
+
+def _check_delimiter(delimiter) -> None:
+    if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
+        raise ValueError(f"delimiter must be None (detect it) or one character, such as ',' "
+                         f"or '\\t' (' ' for any run of whitespace); got {delimiter!r}")
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _lines(path: str) -> list[tuple[int, str]]:
+    """(line number from 1, text) of every line that is not blank."""
+    _existing_file(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            return [(i, line.rstrip("\r\n")) for i, line in enumerate(fh, 1) if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path!r} is not a text file ({exc.reason} at byte {exc.start})") \
+            from None
+
+
+def read_table(path, delimiter: str | None = None, option: str = _OPTION
+               ) -> tuple[np.ndarray, str]:
+    """The numbers of a delimited text file as a 2-D float64 array, and the delimiter used.
+
+    ``delimiter`` None detects it from the first lines (``detect_delimiter``). The first
+    row is a header, and skipped, only when none of its cells is a number; every other
+    cell must be a finite number, and every row as wide as the first. DataErrors name the
+    line, column and text; ``option`` is how they say to give another delimiter.
+    """
+    path = os.fspath(path)
+    _check_delimiter(delimiter)
+    lines = _lines(path)
+    if delimiter is None:
+        delimiter = detect_delimiter([text for _, text in lines[:_SNIFFED_LINES]])
+    where = f"{path!r} (delimiter {delimiter_name(delimiter)})"
+    rows = [(number, _split_line(text, delimiter)) for number, text in lines]
+    if not rows:
+        raise DataError(f"{where} holds no data rows")
+    header = not any(_is_number(cell) for cell in rows[0][1])
+    if header:
+        rows = rows[1:]
+        if not rows:
+            raise DataError(f"{where} holds a header but no data rows")
+    first_line, first_cells = rows[0]
+    for number, cells in rows:
+        if len(cells) != len(first_cells):
+            raise DataError(f"{where}: line {number} has {len(cells)} columns, but line "
+                            f"{first_line} has {len(first_cells)}")
+    try:  # NumPy parses text as float() does; the loop below only finds what it refused
+        table = np.array([cells for _, cells in rows], dtype=np.float64)
+        if np.all(np.isfinite(table)):
+            return table, delimiter
+    except ValueError:
+        pass
+    hint = "" if header else " (a first row is a header only when none of its cells is a number)"
+    table = np.empty((len(rows), len(first_cells)))
+    for r, (number, cells) in enumerate(rows):
+        for c, cell in enumerate(cells):
+            table[r, c] = _number(where, number, c, cell, hint if r == 0 else "", option)
+    return table, delimiter
+
+
+def _number(where: str, line: int, column: int, cell: str, hint: str, option: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise DataError(f"{where}: line {line}, column {column + 1}: {cell.strip()!r} is not "
+                        f"a number{hint or _delimiter_hint(cell, option)}") from None
+    if not np.isfinite(value):
+        raise DataError(f"{where}: line {line}, column {column + 1}: {cell.strip()!r} is not "
+                        "a finite number")
+    return value
+
+
+def _delimiter_hint(cell: str, option: str) -> str:
+    inside = [d for d in _CANDIDATES[:3] if d in cell]
+    if not inside:
+        return ""
+    return f" (it holds {delimiter_name(inside[0])}: pass {option} if that separates columns)"
+
+
+def table_features(what: str, values: np.ndarray) -> np.ndarray:
+    """Feature columns as float32, refusing values beyond its range rather than making them
+    inf; ``what`` (the file) names them in the error."""
+    return _cast_host(f"{what!r}: X", values, "float32", model=False)
+
+
+def table_targets(what: str, values: np.ndarray) -> np.ndarray:
+    """Target column(s) as int64 class labels when every value is a whole number that
+    float64 holds exactly (|y| <= 2**53: 1e20 stays a value), else as float32."""
+    whole = np.all(values == np.round(values)) and np.all(np.abs(values) <= _EXACT_INTEGERS)
+    if whole:
+        return values.astype(np.int64)
+    return _cast_host(f"{what!r}: y", values, "float32", model=False)
+
+
+def read_text_table(path, delimiter: str | None = None, option: str = _OPTION):
+    """(X, y) of a text table: features, then the target in the last column (``read_table``
+    reads it; ``table_features`` and ``table_targets`` give the dtypes)."""
+    path = os.fspath(path)
+    table, used = read_table(path, delimiter, option)
+    if table.shape[1] < 2:
+        raise DataError(f"{path!r} needs at least two columns (features, then the target), "
+                        f"but split on {delimiter_name(used)} its rows have one; pass "
+                        f"{option} if the file uses another")
+    return table_features(path, table[:, :-1]), table_targets(path, table[:, -1])
 
 
 # --------------------------------------------------------------------------- registry
@@ -328,13 +464,14 @@ DATASETS: dict[str, Callable] = {
 
 
 def load(name: str, **kwargs):
-    """(X, y) of the data set ``name`` from DATASETS, or of a .npz/.csv file path."""
+    """(X, y) of the data set ``name`` from DATASETS (``kwargs`` go to its generator), or of
+    a .npz or text table path (``kwargs``: ``delimiter``, see ``load_file``)."""
     if not isinstance(name, str):
         raise ValueError(f"data set name must be a string; got {type(name).__name__}")
     key = name.lower().replace("-", "_")
     if key in DATASETS:
         return DATASETS[key](**kwargs)
-    if name.lower().endswith((".npz", ".csv")) or os.path.sep in name:
-        return load_file(name)
+    if name.lower().endswith((".npz", *TEXT_TABLES)) or os.path.sep in name:
+        return load_file(name, **kwargs)
     raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}, "
-                     "or a path to a .npz or .csv file")
+                     "or a path to a .npz file or a .csv, .tsv or .txt table")

@@ -30,6 +30,8 @@ class DataError(ValueError):
 def host_rng(seed) -> np.random.Generator:
     """The one source of randomness: a NumPy Generator (same stream on every backend)."""
     try:
+        if isinstance(seed, bool):  # an int to NumPy, but never meant as a seed
+            raise TypeError
         return np.random.default_rng(seed)
     except (TypeError, ValueError):
         raise ValueError(f"seed must be None or an int >= 0; got {seed!r}") from None

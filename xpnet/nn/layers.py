@@ -25,6 +25,14 @@ from . import init as initializers
 Backprop = Callable[..., tuple[Any, dict]]
 
 
+class ModelError(ValueError):
+    """A model that is built or used inconsistently (widths, names, shapes).
+
+    Defined with the layers, below both the model and the training loop, so that each can
+    raise it; ``xpnet.ModelError`` is this class.
+    """
+
+
 @dataclass
 class Pass:
     """What one forward pass needs besides params and input."""
@@ -89,7 +97,7 @@ class Dense(Layer):
 
     def __init__(self, n_in: int, n_out: int, init: str | Callable | None = None,
                  bias: bool = True):
-        n_in, n_out = _width("n_in", n_in), _width("n_out", n_out)
+        n_in, n_out = width_of("Dense", "n_in", n_in), width_of("Dense", "n_out", n_out)
         if not isinstance(bias, bool):
             raise ValueError(f"Dense: bias must be True or False; got {bias!r}")
         if init not in (None, "custom"):
@@ -130,7 +138,7 @@ class Dense(Layer):
         return Y, backprop
 
 
-def _width(label: str, n) -> int:
+def width_of(owner: str, label: str, n) -> int:
     """A layer width: any integer type (NumPy's too), as a plain int for ``config()``.
 
     Floats are refused even when whole (2.0 is usually a width computed with ``/``), and
@@ -138,10 +146,10 @@ def _width(label: str, n) -> int:
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         kind = "a bool" if isinstance(n, bool) else type(n).__name__
-        raise ValueError(f"Dense: {label} must be a positive int; got {n!r} ({kind}; widths "
+        raise ValueError(f"{owner}: {label} must be a positive int; got {n!r} ({kind}; widths "
                          "are integers: int or a NumPy integer)")
     if n <= 0:
-        raise ValueError(f"Dense: {label} must be a positive int; got {n!r}")
+        raise ValueError(f"{owner}: {label} must be a positive int; got {n!r}")
     return int(n)
 
 

@@ -19,22 +19,11 @@ checkpoint holds, and the exact types the traced step knows to be pure.
 
 from __future__ import annotations
 
-import math
 import weakref
 from typing import Any, ClassVar
 
+from .. import checks
 from .buffers import Buffer, Layout
-
-
-def _check_number(owner: str, name: str, value, low=None, high=None, low_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{owner}: {name} must be a finite number; got {value!r}")
-    if low is not None and (value < low or (low_open and value == low)):
-        bound = ">" if low_open else ">="
-        raise ValueError(f"{owner}: {name} must be {bound} {low}; got {value!r}")
-    if high is not None and value >= high:
-        raise ValueError(f"{owner}: {name} must be < {high}; got {value!r}")
-    return float(value)
 
 
 class Optimizer:
@@ -44,10 +33,10 @@ class Optimizer:
 
     def __init__(self, lr: float, weight_decay: float = 0.0, clipnorm: float | None = None):
         owner = type(self).__name__
-        self.lr = _check_number(owner, "lr", lr, 0.0, low_open=True)
-        self.weight_decay = _check_number(owner, "weight_decay", weight_decay, 0.0)
+        self.lr = checks.real(owner, "lr", lr, 0.0, low_open=True)
+        self.weight_decay = checks.real(owner, "weight_decay", weight_decay, 0.0)
         if clipnorm is not None:
-            clipnorm = _check_number(owner, "clipnorm", clipnorm, 0.0, low_open=True)
+            clipnorm = checks.real(owner, "clipnorm", clipnorm, 0.0, low_open=True)
         self.clipnorm = clipnorm
         self.state: dict[str, dict[str, Any]] = {}
         self.iterations = 0
@@ -199,10 +188,10 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, clipnorm: float | None = None):
         super().__init__(lr, weight_decay, clipnorm)
-        self.momentum = _check_number("SGD", "momentum", momentum, 0.0, 1.0)
-        if nesterov and self.momentum == 0.0:
+        self.momentum = checks.real("SGD", "momentum", momentum, 0.0, 1.0, high_open=True)
+        self.nesterov = checks.boolean("SGD", "nesterov", nesterov)
+        if self.nesterov and self.momentum == 0.0:
             raise ValueError("SGD: nesterov=True needs momentum > 0")
-        self.nesterov = bool(nesterov)
 
     def config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -241,9 +230,9 @@ class Adam(Optimizer):
         super().__init__(lr, weight_decay, clipnorm)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"Adam: betas must be a pair of numbers in [0, 1); got {betas!r}")
-        self.betas = (_check_number("Adam", "betas[0]", betas[0], 0.0, 1.0),
-                      _check_number("Adam", "betas[1]", betas[1], 0.0, 1.0))
-        self.eps = _check_number("Adam", "eps", eps, 0.0, low_open=True)
+        self.betas = tuple(checks.real("Adam", f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
+                           for i, beta in enumerate(betas))
+        self.eps = checks.real("Adam", "eps", eps, 0.0, low_open=True)
 
     def config(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
@@ -293,6 +282,9 @@ def resolve(optimizer, lr: float | None = None) -> Optimizer:
     """An Optimizer instance from an instance, or a name ("sgd", "adam") and a learning rate."""
     if isinstance(optimizer, Optimizer):
         return optimizer
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        raise ValueError(f"optimizer {optimizer.__name__} is a class, not an optimizer: pass "
+                         f"an instance: {optimizer.__name__}(), or its name {optimizer.name!r}")
     cls = OPTIMIZERS.get(optimizer.lower()) if isinstance(optimizer, str) else None
     if cls is None:
         raise ValueError(

@@ -18,6 +18,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .. import checks
 from .. import data as _data
 from ..backend import table as _backend
 from ..model import mlp
@@ -65,6 +66,8 @@ class BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> tuple[int, ...]:
+        """Every parameter checked under its own name before anything is built; returns the
+        hidden layer sizes as ints."""
         name = type(self).__name__
         sizes = self.hidden_layer_sizes
         sizes = (sizes,) if isinstance(sizes, (int, np.integer)) else tuple(sizes)
@@ -78,22 +81,25 @@ class BaseMLP(BaseEstimator):
             raise ValueError(f"{name}: solver must be 'sgd' or 'adam' (xpnet has no 'lbfgs'); "
                              f"got {self.solver!r}")
         for field, low in (("alpha", 0.0), ("tol", 0.0)):
-            if not _is_number(getattr(self, field)) or getattr(self, field) < low:
-                raise ValueError(f"{name}: {field} must be a number >= {low}; "
-                                 f"got {getattr(self, field)!r}")
+            checks.real(name, field, getattr(self, field), low)
+        self._check_optimizer_params(name)
         for field in ("max_iter", "n_iter_no_change"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name}: {field} must be an int >= 1; got {value!r}")
-        if not (isinstance(self.batch_size, str) and self.batch_size == "auto") and (
-                isinstance(self.batch_size, bool)
-                or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1):
-            raise ValueError(f"{name}: batch_size must be 'auto' or an int >= 1; "
-                             f"got {self.batch_size!r}")
-        if not _is_number(self.validation_fraction) or not 0 < self.validation_fraction < 1:
-            raise ValueError(f"{name}: validation_fraction must be in (0, 1); "
-                             f"got {self.validation_fraction!r}")
+            checks.integer(name, field, getattr(self, field), 1)
+        for field in ("shuffle", "warm_start", "early_stopping", "nesterovs_momentum"):
+            checks.boolean(name, field, getattr(self, field))
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
+            checks.integer(name, "batch_size (or 'auto')", self.batch_size, 1)
+        checks.real(name, "validation_fraction", self.validation_fraction, 0.0, 1.0,
+                    low_open=True, high_open=True)
         return tuple(int(s) for s in sizes)
+
+    def _check_optimizer_params(self, name: str) -> None:
+        """The solver's settings under scikit-learn's names (the optimizers would name them
+        lr, betas[0], eps)."""
+        checks.real(name, "learning_rate_init", self.learning_rate_init, 0.0, low_open=True)
+        checks.real(name, "epsilon", self.epsilon, 0.0, low_open=True)
+        for field in ("beta_1", "beta_2", "momentum"):
+            checks.real(name, field, getattr(self, field), 0.0, 1.0, high_open=True)
 
     def _resolve_backend(self) -> _backend.Backend:
         name = self.backend if self.backend is not None else _backend.current().name
@@ -267,7 +273,3 @@ class _L2Penalty:
         self.penalty = 0.5 * scale * penalty
         return out
 
-
-def _is_number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer,
-                                                              np.floating))

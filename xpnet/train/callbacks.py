@@ -24,6 +24,8 @@ import math
 import os
 from collections.abc import Callable
 
+from .. import checks
+
 
 class Callback:
     """Base class; override the hooks you need."""
@@ -77,14 +79,12 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str | None = None, patience: int = 0, min_delta: float = 0.0,
                  restore_best_weights: bool = False, mode: str = "auto"):
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be an int >= 0; got {patience!r}")
-        if not isinstance(min_delta, (int, float)) or min_delta < 0:
-            raise ValueError(f"EarlyStopping: min_delta must be >= 0; got {min_delta!r}")
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"EarlyStopping: mode must be 'auto', 'min' or 'max'; got {mode!r}")
-        self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
-        self.restore_best_weights, self.mode = restore_best_weights, mode
+        owner = "EarlyStopping"
+        self.monitor, self.mode = _monitor(owner, monitor), _mode(owner, mode)
+        self.patience = checks.integer(owner, "patience", patience, 0)
+        self.min_delta = checks.real(owner, "min_delta", min_delta, 0.0)
+        self.restore_best_weights = checks.boolean(owner, "restore_best_weights",
+                                                   restore_best_weights)
 
     def on_train_begin(self, logs):
         self.best = None
@@ -94,15 +94,10 @@ class EarlyStopping(Callback):
         self.stopped_epoch = None
 
     def _sign(self, key: str) -> float:
-        mode = self.mode
-        if mode == "auto":
-            mode = "max" if any(w in key for w in ("acc", "r2")) else "min"
-        return 1.0 if mode == "min" else -1.0
+        return -1.0 if _higher_is_better(key, self.mode) else 1.0
 
     def on_epoch_end(self, epoch, logs):
-        key = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
-        if key not in logs:
-            raise KeyError(f"EarlyStopping: monitor {key!r} is not logged; have {sorted(logs)}")
+        key = _monitored("EarlyStopping", self.monitor, logs)
         value = self._sign(key) * logs[key]
         if math.isfinite(value) and (self.best is None or value < self.best - self.min_delta):
             self.best, self.best_epoch, self.wait = value, epoch, 0
@@ -120,6 +115,26 @@ class EarlyStopping(Callback):
             return  # the divergence guard has restored weights: keep them
         if self.restore_best_weights and self.best_params is not None:
             self.model.restore(self.best_params)
+
+
+def _monitor(owner: str, monitor) -> str | None:
+    if monitor is not None and not isinstance(monitor, str):
+        raise ValueError(f"{owner}: monitor must be None or the name of a logged value such "
+                         f"as 'val_loss'; got {monitor!r}")
+    return monitor
+
+
+def _mode(owner: str, mode) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max'; got {mode!r}")
+    return mode
+
+
+def _file_path(owner: str, path) -> str:
+    """``path`` as a str whose folder exists: checked before training, not after it."""
+    path = checks.path(owner, "path", path)
+    checks.existing_folder(owner, path)
+    return path
 
 
 def _monitored(owner: str, monitor: str | None, logs: dict) -> str:
@@ -144,17 +159,17 @@ class ModelCheckpoint(Callback):
     only when ``monitor`` (default "val_loss", else "loss") improves; ``mode`` "auto"
     maximises accuracy-like names and minimises the rest. Each write goes to a temporary
     file that is fsynced and then renamed, so a crash never leaves a half-written file.
+    The folder of ``path`` must exist when the callback is made.
     """
 
     def __init__(self, path, monitor: str | None = None, save_best_only: bool = False,
                  mode: str = "auto"):
-        path = os.fspath(path)
-        if not path.endswith(".npz"):
-            raise ValueError(f"ModelCheckpoint: path must end in .npz; got {path!r}")
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"ModelCheckpoint: mode must be 'auto', 'min' or 'max'; got {mode!r}")
-        self.path, self.monitor, self.mode = path, monitor, mode
-        self.save_best_only = bool(save_best_only)
+        owner = "ModelCheckpoint"
+        self.path = _file_path(owner, path)
+        if not self.path.endswith(".npz"):
+            raise ValueError(f"ModelCheckpoint: path must end in .npz; got {self.path!r}")
+        self.monitor, self.mode = _monitor(owner, monitor), _mode(owner, mode)
+        self.save_best_only = checks.boolean(owner, "save_best_only", save_best_only)
         self.best: float | None = None
         self.saved: list[str] = []
 
@@ -186,7 +201,7 @@ class TerminateOnNaN(Callback):
     """
 
     def __init__(self, raise_error: bool = True):
-        self.raise_error = bool(raise_error)
+        self.raise_error = checks.boolean("TerminateOnNaN", "raise_error", raise_error)
         self.stopped_epoch: int | None = None
         self.error: BaseException | None = None
 
@@ -234,13 +249,10 @@ class LearningRateScheduler(Callback):
         return self.fn(epoch, lr)
 
     def on_epoch_begin(self, epoch, logs):
-        lr = self.schedule(epoch, self.model.optimizer.lr)
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) \
-                or lr <= 0:
-            raise ValueError(f"{type(self).__name__}: learning rate for epoch {epoch} must be "
-                             f"a positive finite number; got {lr!r}")
-        self.model.optimizer.lr = float(lr)
-        self.history.append(float(lr))
+        lr = checks.real(type(self).__name__, f"learning rate for epoch {epoch}",
+                         self.schedule(epoch, self.model.optimizer.lr), 0.0, low_open=True)
+        self.model.optimizer.lr = lr
+        self.history.append(lr)
 
 
 class StepDecay(LearningRateScheduler):
@@ -248,11 +260,8 @@ class StepDecay(LearningRateScheduler):
 
     def __init__(self, factor: float = 0.5, every: int = 10):
         super().__init__()
-        if not 0 < factor <= 1 or isinstance(every, bool) or not isinstance(every, int) \
-                or every < 1:
-            raise ValueError(f"StepDecay: need 0 < factor <= 1 and every >= 1; "
-                             f"got factor={factor!r}, every={every!r}")
-        self.factor, self.every = float(factor), every
+        self.factor = checks.real("StepDecay", "factor", factor, 0.0, 1.0, low_open=True)
+        self.every = checks.integer("StepDecay", "every", every, 1)
 
     def schedule(self, epoch, lr):
         return self.initial_lr * self.factor ** (epoch // self.every)
@@ -263,9 +272,7 @@ class ExponentialDecay(LearningRateScheduler):
 
     def __init__(self, rate: float = 0.95):
         super().__init__()
-        if not 0 < rate <= 1:
-            raise ValueError(f"ExponentialDecay: rate must be in (0, 1]; got {rate!r}")
-        self.rate = float(rate)
+        self.rate = checks.real("ExponentialDecay", "rate", rate, 0.0, 1.0, low_open=True)
 
     def schedule(self, epoch, lr):
         return self.initial_lr * self.rate ** epoch
@@ -279,11 +286,8 @@ class CosineDecay(LearningRateScheduler):
 
     def __init__(self, epochs: int, min_lr: float = 1e-6):
         super().__init__()
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"CosineDecay: epochs must be an int >= 1; got {epochs!r}")
-        if not min_lr > 0:
-            raise ValueError(f"CosineDecay: min_lr must be > 0; got {min_lr!r}")
-        self.epochs, self.min_lr = epochs, float(min_lr)
+        self.epochs = checks.integer("CosineDecay", "epochs", epochs, 1)
+        self.min_lr = checks.real("CosineDecay", "min_lr", min_lr, 0.0, low_open=True)
 
     def schedule(self, epoch, lr):
         progress = min(epoch, self.epochs) / self.epochs
@@ -296,10 +300,16 @@ class CSVLogger(Callback):
 
     The header is written with the first row; ``append=True`` adds to an existing file
     without repeating it. Each row is flushed, so the file can be read while training.
+    The folder of ``path`` must exist when the callback is made.
     """
 
     def __init__(self, path, separator: str = ",", append: bool = False):
-        self.path, self.separator, self.append = os.fspath(path), separator, bool(append)
+        owner = "CSVLogger"
+        self.path = _file_path(owner, path)
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"CSVLogger: separator must be one character; got {separator!r}")
+        self.separator = separator
+        self.append = checks.boolean(owner, "append", append)
         self._file = None
         self._writer = None
         self._keys: list[str] | None = None

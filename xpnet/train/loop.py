@@ -17,11 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import data
+from .. import checks, data
 from ..backend import explaining_out_of_memory
+from ..backend.memory import check_fits
 from ..nn import losses
 from ..nn import optim as optimizers
-from ..nn.layers import Sigmoid, Softmax
+from ..nn.layers import ModelError, Sigmoid, Softmax
 from . import metrics
 from .callbacks import Callback, History, TerminateOnNaN
 from .guard import DivergenceError, Guard
@@ -29,14 +30,6 @@ from .interrupts import deferred_interrupts
 from .step import Step
 
 __all__ = ["DivergenceError", "evaluate", "fit"]
-
-
-def _check_int(name, value, low, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"fit: {name} must be an int >= {low}; got {value!r}")
-    return value
 
 
 @dataclass
@@ -69,40 +62,40 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
       model from the first step on, and another model is refused.
     - ``batch_size``: None for full batch. The last batch of an epoch may be short.
     - ``validation_data`` (Xv, yv) or ``validation_split`` (the last fraction of X, y, as
-      Keras): adds ``val_loss`` and the metrics (``val_accuracy`` for classification,
-      ``val_mse``, ``val_mae``, ``val_r2`` for regression) to the history.
+      Keras; not both): adds ``val_loss`` and the metrics (``val_accuracy`` for
+      classification, ``val_mse``, ``val_mae``, ``val_r2`` for regression) to the history.
     - ``seed``: shuffling and dropout masks, drawn on the host (same order on every backend).
     - ``verbose``: 0 silent, 1 a progress bar per epoch (tqdm), 2 a line per epoch.
-    - ``callbacks``: see ``xpnet.train.callbacks``. A TerminateOnNaN is added unless one is
-      given (pass ``TerminateOnNaN(raise_error=False)`` to stop cleanly instead of raising).
+    - ``callbacks``: a list of Callback instances, see ``xpnet.train.callbacks``. A
+      TerminateOnNaN is added unless one is given (pass
+      ``TerminateOnNaN(raise_error=False)`` to stop cleanly instead of raising).
     - ``shuffle``: reshuffle the samples every epoch (False: the order given).
     - ``check_every``: on GPU and JAX, steps between divergence checks (each a sync).
 
-    Every argument and the data are validated before any state changes. Ctrl-C stops at
-    the next step boundary (no update is left half-done); callbacks then get
-    ``on_train_end({"error": KeyboardInterrupt()})`` and ``model.history`` holds the epochs
-    that finished.
+    Every argument and the data are validated, and the memory training needs estimated
+    (``backend.memory.check_fits``), before any state changes; a model without parameters
+    is refused (ModelError: nothing to train). Ctrl-C stops at the next step boundary (no
+    update is left half-done); callbacks then get ``on_train_end({"error":
+    KeyboardInterrupt()})`` and ``model.history`` holds the epochs that finished.
     """
     entry = losses.resolve(loss)
-    epochs = _check_int("epochs", epochs, 0)
-    batch_size = _check_int("batch_size", batch_size, 1, allow_none=True)
-    check_every = _check_int("check_every", check_every, 1)
+    epochs = checks.integer("fit", "epochs", epochs, 0)
+    batch_size = checks.integer("fit", "batch_size", batch_size, 1, allow_none=True)
+    check_every = checks.integer("fit", "check_every", check_every, 1)
+    shuffle = checks.boolean("fit", "shuffle", shuffle)
+    rng = _host_rng(seed)
     if verbose not in (0, 1, 2, True, False):
         raise ValueError(f"fit: verbose must be 0, 1 or 2; got {verbose!r}")
-    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
-            or not 0.0 <= validation_split < 1.0:
-        raise ValueError(f"fit: validation_split must be in [0, 1); got {validation_split!r}")
-    callbacks = list(callbacks or ())
-    for cb in callbacks:
-        if not isinstance(cb, Callback):
-            raise TypeError(
-                f"fit: callbacks must be xpnet Callback objects; got {type(cb).__name__}"
-            )
+    validation_split = _validation_split(validation_split, validation_data)
+    callbacks = _callbacks(callbacks)
     opt = optimizers.resolve(optimizer, lr)
     if lr is not None and isinstance(optimizer, optimizers.Optimizer):
         raise ValueError("fit: pass lr either inside the Optimizer or with a name, not both")
+    if not model.layout.shapes:
+        raise ModelError("fit: the model has no parameters (no Dense layer): nothing to train")
     _warn_if_output_squashed(model, entry)
     Xd, Td, val = _device_data(model, X, y, entry, validation_data, validation_split)
+    _check_memory(model, opt, batch_size, Xd.shape[0])
     try:
         step = Step(model, entry, opt)  # binds the optimizer: refused before any change
     except ValueError as exc:
@@ -115,21 +108,69 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     run = _Run(model, step, Xd, Td, val, epochs, data.batch_bounds(Xd.shape[0], batch_size),
                callbacks, [cb for cb in callbacks
                            if type(cb).on_batch_end is not Callback.on_batch_end],
-               data.host_rng(seed), shuffle, history)
+               rng, shuffle, history)
     with explaining_out_of_memory(model, "fit", batch_size, Xd.shape[0]):
         return _train(run)
+
+
+def _host_rng(seed):
+    try:
+        return data.host_rng(seed)
+    except ValueError as exc:
+        raise ValueError(f"fit: {exc}") from None
+
+
+def _validation_split(validation_split, validation_data) -> float:
+    split = checks.real("fit", "validation_split", validation_split, 0.0, 1.0, high_open=True)
+    if split and validation_data is not None:
+        raise ValueError(f"fit: pass validation_data or validation_split={validation_split}, "
+                         "not both (the split would be ignored)")
+    return split
+
+
+def _callbacks(callbacks) -> list:
+    """The callbacks as a list, each one an xpnet Callback instance."""
+    if isinstance(callbacks, Callback):
+        name = type(callbacks).__name__
+        raise TypeError(f"fit: callbacks must be a list of Callback objects; got one "
+                        f"{name}: pass callbacks=[{name}(...)]")
+    try:
+        callbacks = list(callbacks or ())
+    except TypeError:
+        raise TypeError(f"fit: callbacks must be a list of Callback objects; got "
+                        f"{type(callbacks).__name__}") from None
+    for cb in callbacks:
+        if isinstance(cb, type):
+            raise TypeError(f"fit: callbacks must be xpnet Callback objects; got type "
+                            f"{cb.__name__} (a class): pass an instance: {cb.__name__}()")
+        if not isinstance(cb, Callback):
+            raise TypeError(
+                f"fit: callbacks must be xpnet Callback objects; got {type(cb).__name__}"
+            )
+    return callbacks
+
+
+def _check_memory(model, optimizer, batch_size, n_samples: int) -> None:
+    """Refuse, before the first step allocates them, gradients, optimizer state, a batch's
+    activations and the divergence guard's snapshot that would not fit."""
+    widths = model.dense_widths
+    if len(widths) < 2:  # only layers of the user's own: nothing the estimate describes
+        return
+    check_fits(model.backend, widths, n_samples if batch_size is None else
+               min(batch_size, n_samples), len(optimizer.slot_names()), "fit",
+               advice="lower batch_size or the layer widths (the largest layer first)",
+               snapshots=1, built=True)
 
 
 def _device_data(model, X, y, loss, validation_data, validation_split):
     """(X, T, (X_val, T_val) or None) validated and on the model's device."""
     Xd = model.device_inputs(X)
-    Td = model.device_targets(y, loss, Xd.shape[0])
+    Td = model.device_targets(y, loss, Xd)
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("fit: validation_data must be a pair (X_val, y_val)")
         Xv = model.device_inputs(validation_data[0], "X_val")
-        return Xd, Td, (Xv, model.device_targets(validation_data[1], loss, Xv.shape[0],
-                                                 "y_val"))
+        return Xd, Td, (Xv, model.device_targets(validation_data[1], loss, Xv, "y_val"))
     if not validation_split:
         return Xd, Td, None
     n_val = int(round(Xd.shape[0] * validation_split))
@@ -236,8 +277,8 @@ def evaluate(model, X, y, loss: str = "mse", batch_size: int | None = None) -> d
     """``{"loss": ...}`` plus ``"accuracy"`` for classification losses, or ``"mse"``,
     ``"mae"`` and ``"r2"`` for regression (all floats, computed on the device)."""
     entry = losses.resolve(loss)
-    batch_size = _check_int("batch_size", batch_size, 1, allow_none=True)
+    batch_size = checks.integer("evaluate", "batch_size", batch_size, 1, allow_none=True)
     Xd = model.device_inputs(X)
-    Td = model.device_targets(y, entry, Xd.shape[0])
+    Td = model.device_targets(y, entry, Xd)
     with explaining_out_of_memory(model, "evaluate", batch_size, Xd.shape[0]):
         return _evaluate_device(model, Xd, Td, entry, model.backend.kernels, batch_size)

@@ -10,6 +10,7 @@ import math
 import sys
 from typing import TextIO
 
+from .. import checks
 from .callbacks import Callback
 
 
@@ -38,9 +39,8 @@ class ProgressBar(Callback):
     def __init__(self, verbose: int = 1, every: int = 20, file: TextIO | None = None):
         if verbose not in (1, 2):
             raise ValueError(f"ProgressBar: verbose must be 1 or 2; got {verbose!r}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"ProgressBar: every must be an int >= 1; got {every!r}")
-        self.verbose, self.every, self.file = verbose, every, file
+        self.every = checks.integer("ProgressBar", "every", every, 1)
+        self.verbose, self.file = verbose, file
         self._tqdm = _tqdm() if verbose == 1 else None
         self._bar = None
         self.lines: list[str] = []
