@@ -1,0 +1,246 @@
+"""Ctrl-C and SIGKILL during fit and save: every update is whole, callbacks end, files are
+old or new.
+
+The fast tests send SIGINT to this process from inside fit (``signal.raise_signal``) at
+chosen points; the slow ones run ``interrupt_harness.py``, which signals forked processes
+from outside at random times (see its docstring), 50 or more trials per scenario.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import pytest
+from interrupt_harness import (
+    BATCH,
+    N_TRAIN,
+    Recorder,
+    differences,
+    fit_to_the_end,
+    host_state,
+    new_model,
+    new_optimizer,
+    replay,
+)
+
+import xpnet as xn
+from xpnet.io import checkpoint as xio
+from xpnet.train import traced
+
+STEPS_PER_EPOCH = N_TRAIN // BATCH
+
+
+@pytest.fixture(autouse=True)
+def _default_sigint_handler():
+    """Every test starts from Python's own SIGINT handler and must leave it in place."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    left = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, previous)
+    assert left is signal.default_int_handler, f"the SIGINT handler was left as {left!r}"
+
+
+def press_ctrl_c(times: int = 1) -> None:
+    for _ in range(times):
+        signal.raise_signal(signal.SIGINT)
+
+
+class CtrlC(xn.Callback):
+    """Presses Ctrl-C ``times`` times at one point of fit: ``when`` is "batch" (after the
+    update that makes ``optimizer.iterations == at``), "epoch_end" (epoch ``at``),
+    "train_begin" or "train_end"."""
+
+    def __init__(self, when: str, at: int = 0, times: int = 1):
+        self.when, self.at, self.times = when, at, times
+
+    def on_train_begin(self, logs):
+        if self.when == "train_begin":
+            press_ctrl_c(self.times)
+
+    def on_batch_end(self, batch, logs):
+        if self.when == "batch" and self.model.optimizer.iterations == self.at:
+            press_ctrl_c(self.times)
+
+    def on_epoch_end(self, epoch, logs):
+        if self.when == "epoch_end" and epoch == self.at:
+            press_ctrl_c(self.times)
+
+    def on_train_end(self, logs):
+        if self.when == "train_end":
+            press_ctrl_c(self.times)
+
+
+def interrupted_fit(model, optimizer, callbacks, epochs=5) -> bool:
+    """Run the harness's fit; True when it raised KeyboardInterrupt. Catching it here keeps
+    a test that goes wrong from ending the whole pytest session."""
+    try:
+        fit_to_the_end(model, optimizer, callbacks, epochs=epochs)
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def assert_whole_updates(model, optimizer_name="adam", backend="numpy") -> int:
+    """The model equals exactly ``optimizer.iterations`` clean steps; returns that count."""
+    k = model.optimizer.iterations
+    assert differences(host_state(model), replay(backend, optimizer_name, k)) == []
+    return k
+
+
+# ----------------------------------------------------------------------------- during steps
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_ctrl_c_mid_fit_finishes_the_running_update(optimizer):
+    """Pressed after update 13 (mid-epoch 1): the held Ctrl-C is raised when the next step
+    has finished; the model is 14 whole updates and model.history the interrupted one."""
+    model = new_model("numpy")
+    recorder = Recorder()
+    assert interrupted_fit(model, new_optimizer(optimizer), [recorder, CtrlC("batch", 13)])
+    assert assert_whole_updates(model, optimizer) == 14
+    assert recorder.ended_with == "KeyboardInterrupt"
+    assert isinstance(model.history, xn.History)
+    assert model.history.epoch == [0]
+    assert len(model.history.history["loss"]) == 1
+
+
+def test_a_second_ctrl_c_raises_at_once_between_updates():
+    model = new_model("numpy")
+    assert interrupted_fit(model, new_optimizer("adam"), [CtrlC("batch", 13, times=2)])
+    assert assert_whole_updates(model) == 13
+
+
+class CtrlCInsideUpdate(xn.Adam):
+    """Adam (the harness's settings) that presses Ctrl-C twice inside update ``at``, after
+    ``iterations`` is counted and before any array changes."""
+
+    def __init__(self, at: int):
+        super().__init__(lr=0.01)
+        self.at = at
+
+    def update(self, p, g, state, xp, inplace, kernels=None):
+        if self.iterations == self.at:
+            press_ctrl_c(2)
+        return super().update(p, g, state, xp, inplace, kernels)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])  # flat, one array a name
+def test_a_second_ctrl_c_inside_an_update_waits_for_it(backend):
+    if backend not in xn.available():
+        pytest.skip(f"{backend} is not installed")
+    model = new_model(backend)
+    assert interrupted_fit(model, CtrlCInsideUpdate(at=13), [])
+    assert assert_whole_updates(model, backend=backend) == 13
+
+
+def test_a_second_ctrl_c_inside_the_traced_step_waits_for_it(monkeypatch):
+    """JAX's traced step swaps in parameters, state and count in three assignments."""
+    if "jax" not in xn.available():
+        pytest.skip("jax is not installed")
+    real = traced.Buffer
+    made = []
+
+    def buffer_then_ctrl_c(*args, **kwargs):
+        made.append(1)
+        if len(made) == 13:
+            press_ctrl_c(2)
+        return real(*args, **kwargs)
+
+    model = new_model("jax")
+    monkeypatch.setattr(traced, "Buffer", buffer_then_ctrl_c)
+    interrupted = interrupted_fit(model, new_optimizer("adam"), [])
+    monkeypatch.undo()
+    assert interrupted
+    assert assert_whole_updates(model, backend="jax") == 13
+
+
+# ----------------------------------------------------------------------------- around steps
+
+
+def test_ctrl_c_during_the_last_epoch_end_is_not_lost():
+    model = new_model("numpy")
+    assert interrupted_fit(model, new_optimizer("adam"), [CtrlC("epoch_end", 1)], epochs=2)
+    assert model.history.epoch == [0, 1]
+
+
+# ----------------------------------------------------------------------------- the handler
+
+
+def test_the_programs_own_sigint_handler_is_left_alone():
+    calls = []
+
+    def own(signum, frame):
+        calls.append(signum)
+
+    signal.signal(signal.SIGINT, own)
+    try:
+        model = new_model("numpy")
+        assert not interrupted_fit(model, new_optimizer("adam"), [CtrlC("batch", 3)], epochs=1)
+        assert calls == [signal.SIGINT]
+        assert signal.getsignal(signal.SIGINT) is own
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class HandlerDuringFit(xn.Callback):
+    def on_epoch_end(self, epoch, logs):
+        self.seen = signal.getsignal(signal.SIGINT)
+
+
+def test_fit_in_another_thread_changes_no_handler():
+    model, watcher, errors = new_model("numpy"), HandlerDuringFit(), []
+
+    def train():
+        try:
+            fit_to_the_end(model, new_optimizer("adam"), [watcher], epochs=1)
+        except BaseException as exc:  # reported below, in the test's own thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    thread.join()
+    assert errors == []
+    assert watcher.seen is signal.default_int_handler
+
+
+# ----------------------------------------------------------------------------- saves
+
+
+def creating_then(monkeypatch, action) -> None:
+    """Run ``action()`` right after ``save`` has created its temporary file."""
+    real = xio.tempfile.mkstemp
+
+    def mkstemp_then_action(*args, **kwargs):
+        made = real(*args, **kwargs)
+        action()
+        return made
+
+    monkeypatch.setattr(xio.tempfile, "mkstemp", mkstemp_then_action)
+
+
+def test_ctrl_c_twice_during_a_checkpoint_in_fit_leaves_a_whole_file_and_no_temporary(
+        tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.npz"
+    model, recorder = new_model("numpy"), Recorder()
+    creating_then(monkeypatch, lambda: press_ctrl_c(2))
+    assert interrupted_fit(model, new_optimizer("adam"), [recorder, xn.ModelCheckpoint(path)])
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz"]
+    assert differences(host_state(xn.load(path)), recorder.epoch_states[0]) == []
+
+
+@pytest.mark.xfail(strict=True, reason="save creates its temporary file before the try that "
+                   "removes it: a SIGINT landing right after mkstemp leaves it (outside fit, "
+                   "where nothing holds SIGINT); the fix belongs in xpnet/io/checkpoint.py")
+def test_ctrl_c_right_after_a_plain_save_creates_its_temporary_leaves_none(
+        tmp_path, monkeypatch):
+    model = new_model("numpy")
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    creating_then(monkeypatch, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
