@@ -16,6 +16,7 @@ from interrupt_harness import (
     BATCH,
     N_TRAIN,
     Recorder,
+    WatchedCSV,
     differences,
     fit_to_the_end,
     host_state,
@@ -69,6 +70,16 @@ class CtrlC(xn.Callback):
     def on_train_end(self, logs):
         if self.when == "train_end":
             press_ctrl_c(self.times)
+
+
+class EpochsBegun(xn.Callback):
+    """Records the epochs whose on_epoch_begin ran."""
+
+    def __init__(self):
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs):
+        self.epochs.append(epoch)
 
 
 def interrupted_fit(model, optimizer, callbacks, epochs=5) -> bool:
@@ -158,13 +169,106 @@ def test_a_second_ctrl_c_inside_the_traced_step_waits_for_it(monkeypatch):
 # ----------------------------------------------------------------------------- around steps
 
 
+def test_ctrl_c_during_an_epoch_end_is_raised_when_its_callbacks_have_run(tmp_path):
+    """Held through the rest of epoch 1's callbacks (its CSV row, History entry), raised
+    before epoch 2 begins: no update of the next epoch runs."""
+    model = new_model("numpy")
+    csv, begun = WatchedCSV(tmp_path / "log.csv"), EpochsBegun()
+    assert interrupted_fit(model, new_optimizer("adam"), [CtrlC("epoch_end", 1), csv, begun])
+    assert assert_whole_updates(model) == 2 * STEPS_PER_EPOCH
+    assert begun.epochs == [0, 1]
+    assert model.history.epoch == [0, 1]
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 3  # the header and 2 rows
+
+
 def test_ctrl_c_during_the_last_epoch_end_is_not_lost():
     model = new_model("numpy")
     assert interrupted_fit(model, new_optimizer("adam"), [CtrlC("epoch_end", 1)], epochs=2)
     assert model.history.epoch == [0, 1]
 
 
+def test_ctrl_c_during_on_train_begin_is_raised_after_the_first_step_and_ends_callbacks(
+        tmp_path):
+    model = new_model("numpy")
+    recorder, csv = Recorder(), WatchedCSV(tmp_path / "log.csv")
+    assert interrupted_fit(model, new_optimizer("adam"), [recorder, csv, CtrlC("train_begin")])
+    assert assert_whole_updates(model) == 1
+    assert recorder.ended_with == "KeyboardInterrupt"
+    assert csv.opened.closed
+
+
+class FailsToBegin(xn.Callback):
+    def on_train_begin(self, logs):
+        raise RuntimeError("cannot begin")
+
+
+def test_a_callback_that_fails_to_begin_ends_those_that_began(tmp_path):
+    model = new_model("numpy")
+    recorder, csv = Recorder(), WatchedCSV(tmp_path / "log.csv")
+    with pytest.raises(RuntimeError, match="cannot begin"):
+        fit_to_the_end(model, new_optimizer("adam"), [recorder, csv, FailsToBegin()], epochs=1)
+    assert recorder.ended_with == "RuntimeError"
+    assert csv.opened.closed
+
+
+def test_a_second_ctrl_c_during_on_train_end_still_restores_best_weights(tmp_path):
+    """The first Ctrl-C ends training; the second lands while the callbacks end: it is held
+    until they have all run, so EarlyStopping restores and the log closes."""
+    model = new_model("numpy")
+    recorder, csv = Recorder(), WatchedCSV(tmp_path / "log.csv")
+    stopper = xn.EarlyStopping(monitor="val_loss", patience=100, restore_best_weights=True)
+    callbacks = [recorder, CtrlC("batch", 3 * STEPS_PER_EPOCH + 2), CtrlC("train_end"), csv,
+                 stopper]
+    assert interrupted_fit(model, new_optimizer("adam"), callbacks)
+    assert recorder.ended_with == "KeyboardInterrupt"
+    assert csv.opened.closed
+    best = recorder.epoch_states[stopper.best_epoch]
+    now = host_state(model)
+    assert all(now[k].tobytes() == best[k].tobytes() for k in now if k.startswith("param/"))
+
+
+def test_ctrl_c_during_on_train_end_of_a_finished_fit_is_raised_after_all_end(tmp_path):
+    model = new_model("numpy")
+    csv = WatchedCSV(tmp_path / "log.csv")
+    assert interrupted_fit(model, new_optimizer("adam"), [CtrlC("train_end"), csv], epochs=2)
+    assert csv.opened.closed
+    assert model.history.epoch == [0, 1]
+
+
 # ----------------------------------------------------------------------------- the handler
+
+
+def calling_before(monkeypatch, installs, action) -> None:
+    """Run ``action()`` just before ``signal.signal`` sets a handler for which
+    ``installs(handler)`` is true: a Ctrl-C arriving while fit installs or removes its own."""
+    real = signal.signal
+
+    def signal_with_action(signum, handler):
+        if signum == signal.SIGINT and installs(handler):
+            action()
+        return real(signum, handler)
+
+    monkeypatch.setattr(signal, "signal", signal_with_action)
+
+
+def test_ctrl_c_while_the_handler_is_installed_raises_before_training(monkeypatch):
+    calling_before(monkeypatch, lambda h: h is not signal.default_int_handler, press_ctrl_c)
+    model, recorder = new_model("numpy"), Recorder()
+    assert interrupted_fit(model, new_optimizer("adam"), [recorder])
+    monkeypatch.undo()
+    assert not recorder.began
+    assert model.optimizer.iterations == 0
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_ctrl_c_while_the_handler_is_removed_is_raised_not_lost(monkeypatch, times):
+    calling_before(monkeypatch, lambda h: h is signal.default_int_handler,
+                   lambda: press_ctrl_c(times))
+    model, recorder = new_model("numpy"), Recorder()
+    assert interrupted_fit(model, new_optimizer("adam"), [recorder], epochs=2)
+    monkeypatch.undo()
+    assert recorder.ended_with == ""  # training had ended: the Ctrl-C came after
+    assert model.history.epoch == [0, 1]
 
 
 def test_the_programs_own_sigint_handler_is_left_alone():
