@@ -167,8 +167,9 @@ class WatchedCSV(xn.CSVLogger):
         self.opened = self._file
 
 
-def check_fit(model, opt_name, backend, recorder, csv, stopper) -> tuple[int, list[str]]:
-    """(k, the problems found) after a fit that a signal interrupted."""
+def check_fit(model, opt_name, backend, recorder, csv, stopper, whole) -> tuple[int, list[str]]:
+    """(k, the problems found) after a fit that a signal interrupted. ``whole``: one Ctrl-C
+    was sent, so none raised at once and every callback that ran ran to its end."""
     opt = model.optimizer
     k = opt.iterations if opt is not None else 0
     interrupted = recorder.state_at_end or host_state(model)
@@ -176,26 +177,25 @@ def check_fit(model, opt_name, backend, recorder, csv, stopper) -> tuple[int, li
                 for d in differences(interrupted, replay(backend, opt_name, k))]
     if not recorder.began:
         return k, problems
-    problems += _check_callbacks(model, recorder, csv, stopper, k)
-    return k, problems
-
-
-def _check_callbacks(model, recorder, csv, stopper, k) -> list[str]:
-    problems = []
     if recorder.ended_with != "KeyboardInterrupt":
         problems.append(f"on_train_end got error {recorder.ended_with!r}, not KeyboardInterrupt")
-    history = model.history
-    finished = len(recorder.epoch_states)
-    if history is None or history.epoch != list(range(finished)):
-        problems.append(f"model.history is {history!r}, not the {finished} finished epochs")
-        return problems
-    if not finished * (N_TRAIN // BATCH) <= k <= (finished + 1) * (N_TRAIN // BATCH):
-        problems.append(f"{k} steps do not fit {finished} finished epochs")
     if csv.opened is not None and not csv.opened.closed:
         problems.append("the CSV log was left open")
-    problems += _check_csv(csv.path, history)
-    problems += _check_restored(model, recorder, stopper, history)
-    return problems
+    if not isinstance(model.history, xn.History):
+        problems.append(f"model.history is {model.history!r}")
+    elif whole:
+        problems += _check_epochs(model.history, recorder, csv, k)
+    return k, problems + _check_restored(model, recorder, stopper, whole)
+
+
+def _check_epochs(history, recorder, csv, k) -> list[str]:
+    """History, CSV log and step count agree on the epochs that finished."""
+    finished = len(recorder.epoch_states)
+    if history.epoch != list(range(finished)):
+        return [f"model.history is {history!r}, not the {finished} finished epochs"]
+    if not finished * (N_TRAIN // BATCH) <= k <= (finished + 1) * (N_TRAIN // BATCH):
+        return [f"{k} steps do not fit {finished} finished epochs"]
+    return _check_csv(csv.path, history)
 
 
 def _check_csv(path, history) -> list[str]:
@@ -214,22 +214,29 @@ def _check_csv(path, history) -> list[str]:
     return []
 
 
-def _check_restored(model, recorder, stopper, history) -> list[str]:
-    """EarlyStopping(restore_best_weights=True) left the model at its best epoch's weights."""
+def _check_restored(model, recorder, stopper, whole) -> list[str]:
+    """EarlyStopping(restore_best_weights=True) left the model at its best epoch's weights:
+    with ``whole``, those of the epoch with the best val_loss in the History; without, those
+    of some epoch up to the best one (a Ctrl-C that raised at once may have cut its
+    on_epoch_end between noting the best epoch and copying its weights)."""
     if getattr(stopper, "best_epoch", None) is None:  # not begun, or no epoch ended
         return []
-    losses = history.history["val_loss"]
-    if stopper.best_epoch != losses.index(min(losses)):
+    losses = model.history.history["val_loss"]
+    if whole and stopper.best_epoch != losses.index(min(losses)):
         return [f"EarlyStopping's best epoch {stopper.best_epoch} is not the best val_loss"]
-    best = recorder.epoch_states[stopper.best_epoch]
-    now = host_state(model)
-    return [f"weights not restored to epoch {stopper.best_epoch}: {d}"
-            for d in differences({k: v for k, v in now.items() if k.startswith("param/")},
-                                 {k: v for k, v in best.items() if k.startswith("param/")})]
+    now = _params(host_state(model))
+    candidates = [stopper.best_epoch] if whole else range(stopper.best_epoch + 1)
+    if any(not differences(now, _params(recorder.epoch_states[e])) for e in candidates):
+        return []
+    return [f"weights not restored to epoch {stopper.best_epoch}"]
+
+
+def _params(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k.startswith("param/")}
 
 
 def fit_victim(args, ready_fd, result_fd, folder) -> None:
-    """Train until interrupted, then write ``{"k", "outcome", "problems"}`` to ``result_fd``."""
+    """Train until interrupted, then write ``{"k", "where", "problems"}`` to ``result_fd``."""
     model, opt = new_model(args.backend), new_optimizer(args.optimizer)
     recorder, csv = Recorder(), WatchedCSV(os.path.join(folder, "log.csv"))
     stopper = xn.EarlyStopping(monitor="val_loss", patience=FOREVER, restore_best_weights=True)
@@ -241,12 +248,13 @@ def fit_victim(args, ready_fd, result_fd, folder) -> None:
         except KeyboardInterrupt:
             outcome = "interrupted"
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a signal of this trial landing late
-    except KeyboardInterrupt:  # ... before the line above: fit's outcome stands
-        outcome = "interrupted" if outcome == "returned" else outcome
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # this trial's later signals
+    except KeyboardInterrupt:  # the second signal, landing just before the line above
+        outcome = "interrupted"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     model.optimizer = opt  # an interrupt before fit bound it leaves none on the model
-    k, problems = check_fit(model, args.optimizer, args.backend, recorder, csv, stopper)
+    k, problems = check_fit(model, args.optimizer, args.backend, recorder, csv, stopper,
+                            whole=args.signals == 1)
     if outcome != "interrupted":
         problems.append(f"fit {outcome} instead of raising KeyboardInterrupt")
     where = "before training" if not recorder.began else f"epoch {len(recorder.epoch_states)}"
@@ -297,7 +305,7 @@ def check_file(path, expected: list[dict]) -> tuple[str, list[str]]:
 # --------------------------------------------------------------------------- ModelCheckpoint
 
 CKPT_SIZES = [32, 256, 32]
-CKPT_EPOCHS = 40
+CKPT_EPOCHS = 25
 
 
 def checkpoint_data():
