@@ -20,7 +20,7 @@ TABLE = "xpnet.backend.table"
 
 # the floor of every top-level part of the package; a module imports only its floor or below
 FLOORS = {
-    "xpnet.version": 0, "xpnet.checks": 0, "xpnet.backend": 0,
+    "xpnet.version": 0, "xpnet.checks": 0, "xpnet.interrupts": 0, "xpnet.backend": 0,
     "xpnet.nn": 1, "xpnet.data": 1,
     "xpnet.io": 2, "xpnet.train": 2,
     "xpnet.model": 3,

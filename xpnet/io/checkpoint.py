@@ -37,6 +37,7 @@ import zipfile
 import numpy as np
 from numpy.lib import format as npy_format
 
+from ..interrupts import protected
 from ..nn import optim as optimizers
 from ..nn.layers import Layer, from_config
 
@@ -116,7 +117,9 @@ def save(model, path) -> None:
     try:
         arrays = _payload(model)
         _check_loadable(arrays, path)
-        _write_atomically(path, _encode(arrays))
+        raw = _encode(arrays)
+        with protected():  # Ctrl-C waits for the rename or the clean-up (xpnet/interrupts.py)
+            _write_atomically(path, raw)
     except OSError as exc:
         raise _about(path, exc) from exc
 

@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .. import checks
 from .. import data as _data
 from ..backend import table as _backend
+from ..interrupts import deferred_interrupts
 from ..model import mlp
 from ..nn import optim as _optim
 from ..train.guard import DivergenceError, Guard
@@ -223,10 +224,11 @@ class BaseMLP(BaseEstimator):
             Xd, Td = xp.take(Xd, order, axis=0), xp.take(Td, order, axis=0)
         total = None
         try:
-            with backend.quiet():
+            with deferred_interrupts() as pending, backend.quiet():
                 for b, (lo, hi) in enumerate(bounds):
                     value = step(Xd[lo:hi, ...], Td[lo:hi, ...], rng=self._rng,
                                  where=(self.n_iter_, b))
+                    pending.check()  # Ctrl-C lands between updates, as in fit
                     if self.alpha:
                         value = value + l2.penalty
                     self.t_ += hi - lo

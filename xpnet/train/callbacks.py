@@ -100,9 +100,9 @@ class EarlyStopping(Callback):
         key = _monitored("EarlyStopping", self.monitor, logs)
         value = self._sign(key) * logs[key]
         if math.isfinite(value) and (self.best is None or value < self.best - self.min_delta):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best_weights:
+            if self.restore_best_weights:  # first: a cut never leaves best without weights
                 self.best_params = self.model.snapshot()
+            self.best, self.best_epoch, self.wait = value, epoch, 0
             return
         self.wait += 1
         if self.wait > self.patience:

@@ -20,13 +20,13 @@ from typing import Any
 from .. import checks, data
 from ..backend import explaining_out_of_memory
 from ..backend.memory import check_fits
+from ..interrupts import deferred_interrupts
 from ..nn import losses
 from ..nn import optim as optimizers
 from ..nn.layers import ModelError, Sigmoid, Softmax
 from . import metrics
 from .callbacks import Callback, History, TerminateOnNaN
 from .guard import DivergenceError, Guard
-from .interrupts import deferred_interrupts
 from .step import Step
 
 __all__ = ["DivergenceError", "evaluate", "fit"]
@@ -210,25 +210,30 @@ def _train(run: _Run) -> History:
     model.stop_training = False
     for cb in run.callbacks:
         cb.set_model(model)
-    for cb in run.callbacks:
-        cb.on_train_begin({"epochs": run.epochs, "batches": len(run.bounds),
-                           "samples": run.X.shape[0]})
-    try:
-        with deferred_interrupts() as pending, model.backend.quiet():
-            for epoch in range(run.epochs):
-                _epoch(run, epoch, pending)
-                if model.stop_training:
-                    break
-    except BaseException as exc:  # callbacks close their files and bars, also on Ctrl-C
+    # Ctrl-C is held from the first on_train_begin to the last on_train_end (interrupts.py)
+    with deferred_interrupts() as pending:
+        began = []  # the callbacks whose on_train_begin returned: they get an on_train_end
+        try:
+            for cb in run.callbacks:
+                cb.on_train_begin({"epochs": run.epochs, "batches": len(run.bounds),
+                                   "samples": run.X.shape[0]})
+                began.append(cb)
+            with model.backend.quiet():
+                for epoch in range(run.epochs):
+                    _epoch(run, epoch, pending)
+                    pending.check()  # held through the epoch's evaluation and callbacks
+                    if model.stop_training:
+                        break
+        except BaseException as exc:  # callbacks close their files and bars, also on Ctrl-C
+            for cb in began:
+                cb.on_train_end({"error": exc})
+            stoppers = [cb for cb in run.callbacks if isinstance(cb, TerminateOnNaN)]
+            if not isinstance(exc, DivergenceError) or not all(cb.on_divergence(exc)
+                                                               for cb in stoppers):
+                raise
+            return run.history
         for cb in run.callbacks:
-            cb.on_train_end({"error": exc})
-        stoppers = [cb for cb in run.callbacks if isinstance(cb, TerminateOnNaN)]
-        if not isinstance(exc, DivergenceError) or not all(cb.on_divergence(exc)
-                                                           for cb in stoppers):
-            raise
-        return run.history
-    for cb in run.callbacks:
-        cb.on_train_end({})
+            cb.on_train_end({})
     return run.history
 
 

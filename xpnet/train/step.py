@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from ..interrupts import atomic
 from ..nn import losses
 from ..nn.buffers import Buffer
 from . import traced
@@ -114,10 +115,11 @@ class Step:
     def _update(self, grads) -> None:
         model, opt = self.model, self.optimizer
         backend = model.backend
-        if self.grads is not None:  # every parameter at once, in place
-            opt.step_flat(model.parameters, self.grads, backend, self.kernels)
-            return
-        arrays = opt.step(model.parameters.arrays, grads, backend.xp, backend.inplace,
-                          kernels=self.kernels)
-        if arrays is not model.parameters.arrays:  # functional (JAX): swap in the new arrays
-            model.parameters = Buffer(model.layout, arrays)
+        with atomic():  # a second Ctrl-C waits for the whole update (xpnet/interrupts.py)
+            if self.grads is not None:  # every parameter at once, in place
+                opt.step_flat(model.parameters, self.grads, backend, self.kernels)
+                return
+            arrays = opt.step(model.parameters.arrays, grads, backend.xp, backend.inplace,
+                              kernels=self.kernels)
+            if arrays is not model.parameters.arrays:  # functional (JAX): the new arrays
+                model.parameters = Buffer(model.layout, arrays)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import threading
 
+from ..interrupts import atomic
 from ..nn import layers as layer_types
 from ..nn import losses
 from ..nn import optim as optimizers
@@ -71,11 +72,12 @@ def compiled_step(model, loss, optimizer):
         _ensure_state(optimizer, params, xp)
         t = optimizer.iterations + 1
         new_params, state, value = pure(params, optimizer.state, X, T, optimizer.lr, t)
-        # pytrees come back with sorted keys ("10.W" before "2.W"): keep the model's order
-        model.parameters = Buffer(model.layout, {k: new_params[k] for k in params})
-        optimizer.state = {k: {s: state[k][s] for s in slots}
-                           for k, slots in optimizer.state.items()}
-        optimizer.iterations = t
+        with atomic():  # the three assignments are the update: all of them or none
+            # pytrees come back with sorted keys ("10.W" before "2.W"): keep the model's order
+            model.parameters = Buffer(model.layout, {k: new_params[k] for k in params})
+            optimizer.state = {k: {s: state[k][s] for s in slots}
+                               for k, slots in optimizer.state.items()}
+            optimizer.iterations = t
         return value
 
     return step
