@@ -526,9 +526,7 @@ CASES = [
     case("save to a missing folder", lambda w: w.model.save(w.path("missing/m.npz")), OSError,
          ["missing"]),
     case("save onto a folder", save_onto_a_folder, OSError, ["folder.npz"]),
-    case("save path an int", lambda w: w.model.save(3), TypeError, ["save", "path"],
-         needs="io/checkpoint.py save: refuse a path that is not str/PathLike by name "
-               "(today os.fspath's 'expected str, bytes or os.PathLike object, not int')"),
+    case("save path an int", lambda w: w.model.save(3), TypeError, ["save", "path"]),
     # --- xn.load
     case("load missing", lambda w: xn.load(w.path("none.npz")), xn.CheckpointError,
          ["cannot read", "none.npz"]),
@@ -546,8 +544,7 @@ CASES = [
          ["dtype", "int8"]),
     case("load device", lambda w: xn.load(w.checkpoint, device="cuda"), xn.BackendError,
          ["numpy", "cuda"]),
-    case("load path an int", make(xn.load, 3), TypeError, ["load", "path"],
-         needs="io/checkpoint.py load: refuse a path that is not str/PathLike by name"),
+    case("load path an int", make(xn.load, 3), TypeError, ["load", "path"]),
     # --- model.to
     case("to unknown backend", lambda w: w.model.to("tf"), xn.BackendError, ["tf"]),
     case("to dtype", lambda w: w.model.to("numpy", dtype="float16"), xn.BackendError,

@@ -12,7 +12,6 @@ the network protocol documented in ``docs/architecture.md`` without importing th
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -352,7 +351,7 @@ def load(path, backend=None, device=None, dtype: str | None = None) -> Sequentia
     before the model is built from its arrays, without drawing initial weights.
     """
     target = backends.resolve(backend, device, dtype)  # a bad backend is the caller's error
-    path = os.fspath(path)
+    path = checks.path("load", "path", path)
     contents = checkpoint.read(path)
     try:
         model = Sequential(*contents.layers, seed=contents.seed, backend=target,

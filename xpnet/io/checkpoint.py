@@ -37,6 +37,7 @@ import zipfile
 import numpy as np
 from numpy.lib import format as npy_format
 
+from .. import checks
 from ..interrupts import protected
 from ..nn import optim as optimizers
 from ..nn.layers import Layer, from_config
@@ -111,7 +112,7 @@ def save(model, path) -> None:
     existing file keeps its mode. Errors are ``OSError`` (or ``ValueError``) naming
     ``path``, and leave the old file, if any, and no temporary file behind.
     """
-    path = os.fspath(path)
+    path = checks.path("save", "path", path)
     if not path.endswith(".npz"):
         raise ValueError(f"save: checkpoint path must end in .npz; got {path!r}")
     try:
@@ -245,7 +246,7 @@ def read(path) -> _Contents:
     of the declared model size at most. Every problem with the file raises
     ``CheckpointError`` naming ``path``.
     """
-    return _read(os.fspath(path))
+    return _read(checks.path("load", "path", path))
 
 
 def size_text(n_bytes: int) -> str:
