@@ -269,3 +269,31 @@ def test_jax_float64_without_x64_gives_a_clear_error():
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ERR"), result.stdout
     assert "JAX_ENABLE_X64" in result.stdout
+
+
+# ----------------------------------------------------------------------------- error types
+
+
+def test_an_unknown_backend_is_also_a_value_error_and_a_missing_one_an_import_error(
+        monkeypatch):
+    with pytest.raises(ValueError) as info:
+        xn.use("nunpy")
+    assert isinstance(info.value, BackendError) and "nunpy" in str(info.value)
+    for bad in ({"device": "cuda"}, {"dtype": "int8"}):
+        with pytest.raises(ValueError):
+            xn.backend.get("numpy", **bad)
+    monkeypatch.setitem(backends._TABLE, "torch",
+                        backends._TABLE["torch"].__class__(
+                            **{**backends._TABLE["torch"].__dict__, "module": "no_such_lib"}))
+    monkeypatch.setattr(backends, "_cache", {})
+    with pytest.raises(ImportError) as info:
+        xn.backend.get("torch")
+    assert isinstance(info.value, BackendError) and "pip install 'xpnet[torch]'" in str(
+        info.value)
+
+
+def test_a_bad_xpnet_backend_says_it_came_from_the_environment():
+    result = _run_python("import xpnet as xn; xn.current()", XPNET_BACKEND="nunpy")
+    assert result.returncode != 0
+    assert "XPNET_BACKEND='nunpy' in the environment" in result.stderr
+    assert "known backends" in result.stderr
