@@ -20,6 +20,7 @@ class ShardedRNG:
         self.rng, self.batch, self.rows = rng, batch, rows
 
     def random(self, shape):
+        """This shard's rows of a uniform draw for the whole batch (``shape[0]`` rows)."""
         lo, hi = self.rows
         return self.rng.random((self.batch, *tuple(shape)[1:]))[lo:hi]
 
