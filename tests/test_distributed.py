@@ -83,11 +83,17 @@ def test_many_processes_train_as_one(tmp_path, ranks, opt, batch, dropout):
 
 
 @needs_mpi
-def test_many_processes_on_torch(tmp_path):
-    pytest.importorskip("torch")
-    done = _launch(2, tmp_path, "adam", 7, 1, "torch")
+@pytest.mark.parametrize("backend, library", [
+    ("torch", "torch"),  # flat gradients in a tensor: summed through a host copy
+    ("array_api_strict", "array_api_strict"),  # one array per parameter
+    ("jax", "jax"),  # immutable arrays: the sums are new arrays
+])
+def test_many_processes_on_other_backends(tmp_path, monkeypatch, backend, library):
+    pytest.importorskip(library)
+    monkeypatch.setenv("JAX_ENABLE_X64", "1")
+    done = _launch(2, tmp_path, "adam", 7, 1, backend)
     assert done.returncode == 0, done.stderr
-    params, _ = _reference("adam", 7, True, "torch")
+    params, _ = _reference("adam", 7, True, backend)
     for name, want in params.items():
         np.testing.assert_allclose(np.load(tmp_path / "rank1.npz")[name], want, rtol=1e-10,
                                    atol=1e-12)

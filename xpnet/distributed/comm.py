@@ -36,7 +36,7 @@ class Communicator:
         if isinstance(array, np.ndarray) and array.flags.c_contiguous:
             self._world.Allreduce(self._mpi.IN_PLACE, array, op=self._mpi.SUM)
             return array
-        host = np.ascontiguousarray(backend.to_numpy(array))
+        host = np.require(backend.to_numpy(array), requirements=["C", "W"])  # JAX: read-only
         self._world.Allreduce(self._mpi.IN_PLACE, host, op=self._mpi.SUM)
         if backend.inplace:
             array[...] = backend.asarray(host, dtype=array.dtype)
