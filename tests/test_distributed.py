@@ -7,6 +7,7 @@ bit-identical across ranks. Skipped, with the reason, where mpiexec or mpi4py is
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -45,20 +46,24 @@ def _skip_reason() -> str | None:
 needs_mpi = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
 
 
-def _launch(ranks: int, out, *args, timeout=TIMEOUT):
+def _launch(ranks: int, out, *args, timeout=TIMEOUT, script=SCRIPT):
     env = dict(os.environ, PYTHONPATH=str(HERE.parent), OMP_NUM_THREADS="1")
-    return subprocess.run([_mpiexec(), "-n", str(ranks), sys.executable, str(SCRIPT), str(out),
+    return subprocess.run([_mpiexec(), "-n", str(ranks), sys.executable, str(script), str(out),
                            *map(str, args)], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
-def _reference(opt, batch, dropout, backend):
+def _script(name: str):
+    """One of the mpiexec scripts beside this file, imported to train in this process."""
     sys.path.insert(0, str(HERE))
     try:
-        import mpi_train
+        return __import__(name)
     finally:
         sys.path.remove(str(HERE))
-    net, history = mpi_train.train(None, opt, batch, dropout, backend)
+
+
+def _reference(opt, batch, dropout, backend):
+    net, history = _script("mpi_train").train(None, opt, batch, dropout, backend)
     return {k: to_numpy(v) for k, v in net.params.items()}, history.history["loss"]
 
 
@@ -97,6 +102,24 @@ def test_many_processes_on_other_backends(tmp_path, monkeypatch, backend, librar
     for name, want in params.items():
         np.testing.assert_allclose(np.load(tmp_path / "rank1.npz")[name], want, rtol=1e-10,
                                    atol=1e-12)
+
+
+@needs_mpi
+@pytest.mark.parametrize("lr, epochs", [(0.05, 4), (1e6, 1)])  # 1e6 diverges in epoch 2
+def test_ranks_agree_on_logs_and_stopping_and_only_rank_0_writes(tmp_path, lr, epochs):
+    done = _launch(3, tmp_path, lr, script=HERE / "mpi_callbacks.py")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads((tmp_path / f"history{r}.json").read_text()) for r in range(3)]
+    assert records[1] == records[0] and records[2] == records[0]
+    assert records[0]["epochs"] == list(range(epochs))
+    assert len(done.stdout.strip().splitlines()) == epochs  # rank 0 prints, alone
+    written = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("history"))
+    assert written == [*(f"ckpt-rank0-{e}.npz" for e in range(epochs)), "log-rank0.csv"]
+    single = tmp_path / "single"
+    single.mkdir()
+    want = _script("mpi_callbacks").train(None, str(single), lr, "single").history
+    for key, values in want.items():
+        np.testing.assert_allclose(records[0]["history"][key], values, rtol=1e-10)
 
 
 @needs_mpi
