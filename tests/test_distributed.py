@@ -91,7 +91,7 @@ def test_many_processes_train_as_one(tmp_path, ranks, opt, batch, dropout):
 @pytest.mark.parametrize("backend, library", [
     ("torch", "torch"),  # flat gradients in a tensor: summed through a host copy
     ("array_api_strict", "array_api_strict"),  # one array per parameter
-    ("jax", "jax"),  # immutable arrays: the sums are new arrays
+    pytest.param("jax", "jax", marks=pytest.mark.slow),  # immutable: the sums are new arrays
 ])
 def test_many_processes_on_other_backends(tmp_path, monkeypatch, backend, library):
     pytest.importorskip(library)
