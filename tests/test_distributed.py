@@ -122,6 +122,41 @@ def test_ranks_agree_on_logs_and_stopping_and_only_rank_0_writes(tmp_path, lr, e
         np.testing.assert_allclose(records[0]["history"][key], values, rtol=1e-10)
 
 
+COLLECTIVES = """
+import json, sys
+import numpy as np
+import xpnet as xn
+comm = xn.distributed.init()
+flat = np.arange(6.0) + comm.rank
+strided = np.arange(6.0).reshape(2, 3).T  # not contiguous: through a host copy
+frozen = np.ones(2)
+frozen.flags.writeable = False
+comm.allreduce_(flat)
+comm.allreduce_(strided)
+json.dump({"flat": flat.tolist(), "strided": strided.tolist(),
+           "frozen": comm.allreduce_(frozen).tolist(), "frozen_kept": frozen.tolist(),
+           "scalar": comm.allreduce_scalar(comm.rank + 0.5),
+           "bcast": comm.bcast({"from": comm.rank}), "size": comm.size},
+          open(f"{sys.argv[1]}/rank{comm.rank}.json", "w"))
+comm.barrier()
+"""
+
+
+@needs_mpi
+def test_the_collectives(tmp_path):
+    script = tmp_path / "collectives.py"
+    script.write_text(COLLECTIVES)
+    done = _launch(3, tmp_path, script=script)
+    assert done.returncode == 0, done.stderr
+    base = np.arange(6.0)
+    for rank in range(3):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got["flat"] == (3 * base + 3).tolist()
+        assert got["strided"] == (3 * base.reshape(2, 3).T).tolist()
+        assert got["frozen"] == [3.0, 3.0] and got["frozen_kept"] == [1.0, 1.0]
+        assert got["scalar"] == 4.5 and got["bcast"] == {"from": 0} and got["size"] == 3
+
+
 @needs_mpi
 def test_an_error_on_one_rank_ends_the_job(tmp_path):
     began = time.monotonic()

@@ -26,18 +26,26 @@ class Communicator:
         self.size = 1 if world is None else world.Get_size()
 
     def allreduce_(self, array, backend=None):
-        """Sum ``array`` over all processes, in place where it is a NumPy array.
+        """Sum ``array`` over all processes, in place where it can be written.
 
-        Returns the summed array: ``array`` itself, or, for an array that cannot be
+        A contiguous NumPy array is summed where it lies; any other array through a host
+        copy (``backend.to_numpy``; ``backend`` may be omitted for NumPy arrays) that is
+        written back. Returns the sum: ``array`` itself, or, for an array that cannot be
         written (JAX), a new one on ``backend``.
         """
         if self.size == 1:
             return array
-        if isinstance(array, np.ndarray) and array.flags.c_contiguous:
+        if isinstance(array, np.ndarray) and array.flags.c_contiguous and array.flags.writeable:
             self._world.Allreduce(self._mpi.IN_PLACE, array, op=self._mpi.SUM)
             return array
-        host = np.require(backend.to_numpy(array), requirements=["C", "W"])  # JAX: read-only
+        on_host = array if isinstance(array, np.ndarray) else backend.to_numpy(array)
+        host = np.require(on_host, requirements=["C", "W"])  # JAX's copies are read-only
         self._world.Allreduce(self._mpi.IN_PLACE, host, op=self._mpi.SUM)
+        if isinstance(array, np.ndarray):
+            if not array.flags.writeable:
+                return host
+            array[...] = host
+            return array
         if backend.inplace:
             array[...] = backend.asarray(host, dtype=array.dtype)
             return array
