@@ -22,7 +22,7 @@ TABLE = "xpnet.backend.table"
 FLOORS = {
     "xpnet.version": 0, "xpnet.checks": 0, "xpnet.interrupts": 0, "xpnet.backend": 0,
     "xpnet.nn": 1, "xpnet.data": 1,
-    "xpnet.io": 2, "xpnet.train": 2,
+    "xpnet.io": 2, "xpnet.train": 2, "xpnet.distributed": 2,
     "xpnet.model": 3,
     "xpnet.cli": 4, "xpnet.sklearn": 4, "xpnet.plot": 4, "xpnet.testing": 4,
     "xpnet": 5, "xpnet.__main__": 5,

@@ -10,6 +10,7 @@ when that backend is first used. This module only re-exports; each name lives on
 (``docs/architecture.md``).
 """
 
+from . import distributed
 from .backend import Backend, BackendError, OutOfMemoryError, available, current, use
 from .backend.table import fast_paths
 from .data import DataError
@@ -55,4 +56,6 @@ __all__ = [
     "StepDecay", "TerminateOnNaN",
     # the training engine and its switches
     "Step", "fast_paths", "register_layer",
+    # many processes (mpi4py is imported by distributed.init only)
+    "distributed",
 ]

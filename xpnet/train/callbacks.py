@@ -28,9 +28,14 @@ from .. import checks
 
 
 class Callback:
-    """Base class; override the hooks you need."""
+    """Base class; override the hooks you need.
+
+    ``rank_zero_only``: in a run over many processes (``fit(comm=...)``), only rank 0
+    keeps this callback (those that write files or print).
+    """
 
     model = None
+    rank_zero_only = False
 
     def set_model(self, model) -> None:
         """Called once before training with the model being trained."""
@@ -161,6 +166,8 @@ class ModelCheckpoint(Callback):
     file that is fsynced and then renamed, so a crash never leaves a half-written file.
     The folder of ``path`` must exist when the callback is made.
     """
+
+    rank_zero_only = True
 
     def __init__(self, path, monitor: str | None = None, save_best_only: bool = False,
                  mode: str = "auto"):
@@ -302,6 +309,8 @@ class CSVLogger(Callback):
     without repeating it. Each row is flushed, so the file can be read while training.
     The folder of ``path`` must exist when the callback is made.
     """
+
+    rank_zero_only = True
 
     def __init__(self, path, separator: str = ",", append: bool = False):
         owner = "CSVLogger"

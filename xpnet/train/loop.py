@@ -20,6 +20,7 @@ from typing import Any
 from .. import checks, data
 from ..backend import explaining_out_of_memory
 from ..backend.memory import check_fits
+from ..distributed import GradientAllReduce, ShardedRNG, shard
 from ..interrupts import deferred_interrupts
 from ..nn import losses
 from ..nn import optim as optimizers
@@ -48,12 +49,15 @@ class _Run:
     rng: Any
     shuffle: bool
     history: History
+    comm: Any = None  # a Communicator of more than one process, else None
+    reducer: GradientAllReduce | None = None  # the step's gradient all-reduce hook
 
 
 def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
         batch_size: int | None = 32, validation_data=None, validation_split: float = 0.0,
         callbacks: Iterable[Callback] = (), seed: int | None = 0, verbose: int = 0,
-        shuffle: bool = True, lr: float | None = None, check_every: int = 50) -> History:
+        shuffle: bool = True, lr: float | None = None, check_every: int = 50,
+        comm=None) -> History:
     """Train ``model`` on (X, y) and return a History (also kept as ``model.history``).
 
     - ``loss``: "mse", "cross_entropy" (logits; labels or one-hot) or "binary_cross_entropy".
@@ -71,6 +75,11 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
       ``TerminateOnNaN(raise_error=False)`` to stop cleanly instead of raising).
     - ``shuffle``: reshuffle the samples every epoch (False: the order given).
     - ``check_every``: on GPU and JAX, steps between divergence checks (each a sync).
+    - ``comm``: a communicator (``xpnet.distributed.init()``) to train data-parallel:
+      every process passes the same data, seed and model; ``batch_size`` is the global
+      batch, each process trains on its contiguous part of it and the gradients are
+      summed before each update, so every process ends with the parameters a single
+      process would. Only rank 0 shows progress and writes files (checkpoints, CSV).
 
     Every argument and the data are validated, and the memory training needs estimated
     (``backend.memory.check_fits``), before any state changes; a model without parameters
@@ -96,19 +105,23 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     _warn_if_output_squashed(model, entry)
     Xd, Td, val = _device_data(model, X, y, entry, validation_data, validation_split)
     _check_memory(model, opt, batch_size, Xd.shape[0])
-    try:
-        step = Step(model, entry, opt)  # binds the optimizer: refused before any change
+    comm = _communicator(comm)
+    reducer = None if comm is None else GradientAllReduce(comm, model.backend)
+    try:  # binds the optimizer: refused before any change
+        step = Step(model, entry, opt, grad_hooks=() if reducer is None else [reducer])
     except ValueError as exc:
         raise ValueError(f"fit: {exc}") from None
 
     model.optimizer = opt
     step.guard = Guard(model, check_every, step.kernels)
     history = History()
+    if comm is not None and comm.rank != 0:
+        callbacks, verbose = [cb for cb in callbacks if not cb.rank_zero_only], 0
     callbacks = _with_defaults(history, callbacks, verbose)
     run = _Run(model, step, Xd, Td, val, epochs, data.batch_bounds(Xd.shape[0], batch_size),
                callbacks, [cb for cb in callbacks
                            if type(cb).on_batch_end is not Callback.on_batch_end],
-               rng, shuffle, history)
+               rng, shuffle, history, comm, reducer)
     with explaining_out_of_memory(model, "fit", batch_size, Xd.shape[0]):
         return _train(run)
 
@@ -118,6 +131,18 @@ def _host_rng(seed):
         return data.host_rng(seed)
     except ValueError as exc:
         raise ValueError(f"fit: {exc}") from None
+
+
+def _communicator(comm):
+    """``comm`` if it spans more than one process; None for no comm or a single process
+    (which then trains exactly as without one)."""
+    if comm is None:
+        return None
+    if not all(hasattr(comm, name) for name in ("rank", "size", "allreduce_",
+                                               "allreduce_scalar")):
+        raise TypeError(f"fit: comm must be a communicator (xpnet.distributed.init()); "
+                        f"got {type(comm).__name__}")
+    return comm if comm.size > 1 else None
 
 
 def _validation_split(validation_split, validation_data) -> float:
@@ -249,12 +274,13 @@ def _epoch(run: _Run, epoch: int, pending) -> None:
         order = xp.asarray(run.rng.permutation(n), device=model.backend.device)
     total = None
     for b, (lo, hi) in enumerate(run.bounds):
+        start, stop, rng = _my_rows(run, lo, hi)
         if order is None:
-            Xb, Tb = run.X[lo:hi, ...], run.T[lo:hi, ...]
+            Xb, Tb = run.X[start:stop, ...], run.T[start:stop, ...]
         else:  # gathered per batch: the epoch is never copied whole
-            rows = order[lo:hi]
+            rows = order[start:stop]
             Xb, Tb = xp.take(run.X, rows, axis=0), xp.take(run.T, rows, axis=0)
-        value = step(Xb, Tb, rng=run.rng, where=(epoch, b))
+        value = step(Xb, Tb, rng=rng, where=(epoch, b))
         pending.check()
         weighted = value * (hi - lo)
         total = weighted if total is None else total + weighted
@@ -269,6 +295,18 @@ def _epoch(run: _Run, epoch: int, pending) -> None:
             logs[f"val_{key}"] = value
     for cb in run.callbacks:
         cb.on_epoch_end(epoch, logs)
+
+
+def _my_rows(run: _Run, lo: int, hi: int):
+    """This process's rows ``(start, stop)`` of the batch ``[lo, hi)`` and the RNG its
+    forward pass draws from (dropout masks drawn for the whole batch, then sliced)."""
+    if run.reducer is None:
+        return lo, hi, run.rng
+    start, stop = shard(lo, hi, run.comm.rank, run.comm.size)
+    run.reducer.share = (stop - start) / (hi - lo)
+    if start == stop:  # a mean over no rows is NaN: train on one row, weighted 0
+        start, stop = lo, lo + 1
+    return start, stop, ShardedRNG(run.rng, hi - lo, (start - lo, stop - lo))
 
 
 def _evaluate_device(model, X, T, loss: losses.Loss, kernels, batch_size=None) -> dict:

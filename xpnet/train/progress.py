@@ -36,6 +36,8 @@ class ProgressBar(Callback):
     nothing extra, so there the postfix is read every batch the bar redraws anyway.
     """
 
+    rank_zero_only = True
+
     def __init__(self, verbose: int = 1, every: int = 20, file: TextIO | None = None):
         if verbose not in (1, 2):
             raise ValueError(f"ProgressBar: verbose must be 1 or 2; got {verbose!r}")

@@ -14,7 +14,8 @@ or sample weights need the eager path.
 Gradient hooks run between backward and update: ``hook(grads, step)`` gets the gradients
 by name (on flat backends, views of ``step.grads.flat``) and returns them, changed in
 place or as a new mapping; that is where a gradient all-reduce, loss-scale unscaling or
-clipping plugs in.
+clipping plugs in. A hook may also replace ``step.value`` (the batch's loss, a 0-d device
+array): what the guard checks and the step returns.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Step:
         self.grads = Buffer.zeros(model.layout, backend) if backend.views else None
         self.count = 0  # updates made by this step object
         self.batch_size = 0  # rows of the batch being trained on
+        self.value = None  # the batch's loss while the hooks run
         self._traced = None
         if backend.can_trace and not self.grad_hooks:
             self._traced = traced.compiled_step(model, self.loss, optimizer)
@@ -89,8 +91,10 @@ class Step:
             value = self._traced(X, T)
         else:
             value, grads = self.loss_and_grads(X, T, rng, weights)
+            self.value = value  # a hook may replace it (an all-reduce: the global loss)
             for hook in self.grad_hooks:
                 grads = self._take(hook(grads, self), grads)
+            value = self.value
             if self.guard is not None:
                 parts = self.grads.parts() if self.grads is not None else grads.values()
                 self.guard.before_update(value, parts, where)

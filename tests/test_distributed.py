@@ -1,0 +1,214 @@
+"""Data-parallel fit over MPI equals single-process fit with the same global batch.
+
+Each case launches ``mpiexec -n N python tests/mpi_train.py``, which trains in float64
+and writes every rank's parameters; they must match a single-process run to 1e-10 and be
+bit-identical across ranks. Skipped, with the reason, where mpiexec or mpi4py is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import xpnet as xn
+from xpnet.backend.table import to_numpy
+from xpnet.distributed import shard
+
+HERE = pathlib.Path(__file__).resolve().parent
+SCRIPT = HERE / "mpi_train.py"
+TIMEOUT = 120
+
+
+def _mpiexec() -> str | None:
+    """mpiexec of this interpreter's environment (the mpich wheel puts it beside python)."""
+    beside = pathlib.Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def _skip_reason() -> str | None:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install 'xpnet[mpi]')"
+    if _mpiexec() is None:
+        return "no mpiexec on PATH or beside the interpreter (pip install mpich)"
+    return None
+
+
+needs_mpi = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+
+
+def _launch(ranks: int, out, *args, timeout=TIMEOUT, script=SCRIPT):
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent), OMP_NUM_THREADS="1")
+    return subprocess.run([_mpiexec(), "-n", str(ranks), sys.executable, str(script), str(out),
+                           *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _script(name: str):
+    """One of the mpiexec scripts beside this file, imported to train in this process."""
+    sys.path.insert(0, str(HERE))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(HERE))
+
+
+def _reference(opt, batch, dropout, backend):
+    net, history = _script("mpi_train").train(None, opt, batch, dropout, backend)
+    return {k: to_numpy(v) for k, v in net.params.items()}, history.history["loss"]
+
+
+CASES = [  # ranks, optimizer, global batch (23 rows: a short last batch), dropout
+    (2, "sgd", 7, False), (2, "adam", 5, True), (3, "sgd", 7, True),
+    (3, "adam", 10, False), (3, "adam", 7, True),
+]
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks, opt, batch, dropout", CASES)
+def test_many_processes_train_as_one(tmp_path, ranks, opt, batch, dropout):
+    done = _launch(ranks, tmp_path, opt, batch, int(dropout), "numpy")
+    assert done.returncode == 0, done.stderr
+    params, losses = _reference(opt, batch, dropout, "numpy")
+    files = [np.load(tmp_path / f"rank{r}.npz") for r in range(ranks)]
+    for name, want in params.items():
+        np.testing.assert_allclose(files[0][name], want, rtol=1e-10, atol=1e-12)
+        for other in files[1:]:
+            assert np.array_equal(other[name], files[0][name]), f"ranks differ on {name}"
+    np.testing.assert_allclose(files[0]["loss"], losses, rtol=1e-10)
+
+
+@needs_mpi
+@pytest.mark.parametrize("backend, library", [
+    ("torch", "torch"),  # flat gradients in a tensor: summed through a host copy
+    ("array_api_strict", "array_api_strict"),  # one array per parameter
+    pytest.param("jax", "jax", marks=pytest.mark.slow),  # immutable: the sums are new arrays
+])
+def test_many_processes_on_other_backends(tmp_path, monkeypatch, backend, library):
+    pytest.importorskip(library)
+    monkeypatch.setenv("JAX_ENABLE_X64", "1")
+    done = _launch(2, tmp_path, "adam", 7, 1, backend)
+    assert done.returncode == 0, done.stderr
+    params, _ = _reference("adam", 7, True, backend)
+    for name, want in params.items():
+        np.testing.assert_allclose(np.load(tmp_path / "rank1.npz")[name], want, rtol=1e-10,
+                                   atol=1e-12)
+
+
+@needs_mpi
+@pytest.mark.parametrize("lr, epochs", [(0.05, 4), (1e6, 1)])  # 1e6 diverges in epoch 2
+def test_ranks_agree_on_logs_and_stopping_and_only_rank_0_writes(tmp_path, lr, epochs):
+    done = _launch(3, tmp_path, lr, script=HERE / "mpi_callbacks.py")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads((tmp_path / f"history{r}.json").read_text()) for r in range(3)]
+    assert records[1] == records[0] and records[2] == records[0]
+    assert records[0]["epochs"] == list(range(epochs))
+    assert len(done.stdout.strip().splitlines()) == epochs  # rank 0 prints, alone
+    written = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("history"))
+    assert written == [*(f"ckpt-rank0-{e}.npz" for e in range(epochs)), "log-rank0.csv"]
+    single = tmp_path / "single"
+    single.mkdir()
+    want = _script("mpi_callbacks").train(None, str(single), lr, "single").history
+    for key, values in want.items():
+        np.testing.assert_allclose(records[0]["history"][key], values, rtol=1e-10)
+
+
+COLLECTIVES = """
+import json, sys
+import numpy as np
+import xpnet as xn
+comm = xn.distributed.init()
+flat = np.arange(6.0) + comm.rank
+strided = np.arange(6.0).reshape(2, 3).T  # not contiguous: through a host copy
+frozen = np.ones(2)
+frozen.flags.writeable = False
+comm.allreduce_(flat)
+comm.allreduce_(strided)
+json.dump({"flat": flat.tolist(), "strided": strided.tolist(),
+           "frozen": comm.allreduce_(frozen).tolist(), "frozen_kept": frozen.tolist(),
+           "scalar": comm.allreduce_scalar(comm.rank + 0.5),
+           "bcast": comm.bcast({"from": comm.rank}), "size": comm.size},
+          open(f"{sys.argv[1]}/rank{comm.rank}.json", "w"))
+comm.barrier()
+"""
+
+
+@needs_mpi
+def test_the_collectives(tmp_path):
+    script = tmp_path / "collectives.py"
+    script.write_text(COLLECTIVES)
+    done = _launch(3, tmp_path, script=script)
+    assert done.returncode == 0, done.stderr
+    base = np.arange(6.0)
+    for rank in range(3):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got["flat"] == (3 * base + 3).tolist()
+        assert got["strided"] == (3 * base.reshape(2, 3).T).tolist()
+        assert got["frozen"] == [3.0, 3.0] and got["frozen_kept"] == [1.0, 1.0]
+        assert got["scalar"] == 4.5 and got["bcast"] == {"from": 0} and got["size"] == 3
+
+
+@needs_mpi
+def test_an_error_on_one_rank_ends_the_job(tmp_path):
+    began = time.monotonic()
+    done = _launch(2, tmp_path, "sgd", 7, 0, "numpy", "raise", timeout=60)
+    assert done.returncode != 0
+    assert "rank 1 fails on purpose" in done.stderr
+    assert time.monotonic() - began < 30
+
+
+def test_a_single_process_communicator_is_no_communicator():
+    X = np.random.default_rng(0).normal(size=(19, 4))
+    y = X[:, :2] * 2.0
+    runs = []
+    for comm in (None, xn.distributed.local()):
+        net = xn.Sequential(xn.Dense(4, 6), xn.ReLU(), xn.Dropout(0.2), xn.Dense(6, 2),
+                            seed=0, backend="numpy", dtype="float64")
+        net.fit(X, y, optimizer="adam", lr=0.01, epochs=2, batch_size=5, comm=comm)
+        runs.append(net.params)
+    for name in runs[0]:
+        assert np.array_equal(runs[0][name], runs[1][name])
+
+
+@pytest.mark.parametrize("rows, size", [(7, 3), (2, 3), (10, 2), (1, 1), (0, 2)])
+def test_shards_split_as_array_split(rows, size):
+    want = [(int(part[0]), int(part[-1]) + 1) if len(part) else None
+            for part in np.array_split(np.arange(4, 4 + rows), size)]
+    got = [shard(4, 4 + rows, rank, size) for rank in range(size)]
+    assert [g if g[0] != g[1] else None for g in got] == want
+
+
+def test_importing_xpnet_does_not_import_mpi():
+    code = "import sys, xpnet; xpnet.distributed.local(); print('mpi4py' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(HERE.parent)), check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_a_missing_mpi4py_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(ImportError, match=r"pip install 'xpnet\[mpi\]'"):
+        xn.distributed.init()
+
+
+def test_a_missing_mpiexec_skips(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    monkeypatch.setenv("PATH", "")
+    assert _mpiexec() is None
+    reason = _skip_reason()
+    assert reason is not None and ("mpiexec" in reason or "mpi4py" in reason)
+
+
+def test_fit_refuses_what_is_not_a_communicator():
+    net = xn.Sequential(xn.Dense(2, 1), backend="numpy")
+    with pytest.raises(TypeError, match="communicator"):
+        net.fit(np.zeros((4, 2)), np.zeros((4, 1)), comm=object())

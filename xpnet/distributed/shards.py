@@ -1,0 +1,52 @@
+"""Each process's part of a global batch, its dropout masks, and the gradient sum."""
+
+from __future__ import annotations
+
+
+def shard(lo: int, hi: int, rank: int, size: int) -> tuple[int, int]:
+    """This rank's contiguous rows of the batch ``[lo, hi)``, split as ``np.array_split``
+    splits (the first ``(hi - lo) % size`` ranks get one row more; a rank may get none)."""
+    base, extra = divmod(hi - lo, size)
+    start = lo + rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+class ShardedRNG:
+    """The host RNG as the forward pass of one shard sees it: a draw of shape ``(n, ...)``
+    draws the whole global batch's ``(batch, ...)`` and returns this shard's rows, so the
+    masks equal the single-process ones and the RNG advances alike on every rank."""
+
+    def __init__(self, rng, batch: int, rows: tuple[int, int]):
+        self.rng, self.batch, self.rows = rng, batch, rows
+
+    def random(self, shape):
+        """This shard's rows of a uniform draw for the whole batch (``shape[0]`` rows)."""
+        lo, hi = self.rows
+        return self.rng.random((self.batch, *tuple(shape)[1:]))[lo:hi]
+
+
+class GradientAllReduce:
+    """A gradient hook: the sum over processes of each shard's gradient, weighted by its
+    share of the global batch, is the gradient of the global batch's mean loss.
+
+    The loop sets ``share`` (local rows / global rows) before each step. The hook also
+    replaces ``step.value`` by the global batch's loss, so the divergence guard decides
+    on the same numbers on every rank. One buffer is sent where the gradients are flat.
+    """
+
+    def __init__(self, comm, backend):
+        self.comm, self.backend = comm, backend
+        self.share = 1.0
+
+    def __call__(self, grads: dict, step) -> dict:
+        local = float(step.value) * self.share if self.share else 0.0  # 0 rows: a NaN mean
+        step.value = self.backend.asarray(self.comm.allreduce_scalar(local))
+        if step.grads is not None:
+            flat = step.grads.flat
+            flat *= self.share
+            self.comm.allreduce_(flat, self.backend)
+            return grads
+        xp = self.backend.xp
+        return {name: self.comm.allreduce_(xp.multiply(g, self.share), self.backend)
+                for name, g in grads.items()}
+
