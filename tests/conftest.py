@@ -78,3 +78,18 @@ def pytest_collection_modifyitems(config, items):
         return  # tests that need cupy itself also use the gpu_backend fixture, which skips
     for item in gpu_items:
         item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Skips by reason, one line each with a count (pytest's own -rs lists every skipped
+    location: hundreds of lines that bury the failures)."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        terminalreporter.section("skipped, by reason")
+        for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+            terminalreporter.write_line(f"{count:5d}  {reason}")
