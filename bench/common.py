@@ -68,6 +68,13 @@ def limit_threads(n: int = 1) -> dict:
     return {"threads": n, "XLA_FLAGS": os.environ.get("XLA_FLAGS")}
 
 
+def has_module(name: str) -> bool:
+    """Whether ``name`` can be imported here (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
 def _calibrate(variant: Variant, target_s: float) -> int:
     """Inner repetitions so one timed sample of ``variant`` lasts about ``target_s``."""
     variant.sync()

@@ -113,3 +113,20 @@ def test_train_step_compares_with_a_baseline_copy(tmp_path):
                 "--baseline", str(tmp_path / "base"))
     rows = {row["variant"]: row for row in data["shapes"]["tiny"]["rows"]}
     assert "before-numpy" in rows and _is_number(rows["xpnet-numpy"]["vs_before"])
+
+
+def test_fit_overhead_quick(tmp_path):
+    data = _run("fit_overhead.py", tmp_path, "--no-threads")
+    assert data["benchmark"] == "fit_overhead"
+    (results,) = data["timing"].values()
+    assert set(results) == {"tiny", "medium"}
+    for shape in results.values():
+        assert {"fit-sgd", "fit-adam", "step-sgd", "numpy-loop", "gemm"} <= set(shape["per_batch"])
+        whats = {r["what"] for r in shape["ratios"]}
+        assert "fit overhead over the bare step" in whats and "fit vs GEMM bound" in whats
+        for r in shape["ratios"]:
+            assert _is_number(r["median"]) and r["min"] <= r["median"] <= r["max"]
+    for shares in (b["shares"] for b in data["breakdown"].values()):
+        assert all(0.0 <= v <= 1.0 for v in shares.values()), shares
+        assert shares["step (without the guard)"] > 0
+    assert data["memory"] and all(r["lower_bound_bytes"] > 0 for r in data["memory"])
