@@ -13,6 +13,7 @@ when that backend is first used. This module only re-exports; each name lives on
 from . import distributed
 from .backend import Backend, BackendError, OutOfMemoryError, available, current, use
 from .backend.table import fast_paths
+from .backend.threads import get_num_threads, set_num_threads
 from .data import DataError
 from .io.checkpoint import CheckpointError
 from .model import ModelError, Sequential, load, mlp
@@ -56,6 +57,8 @@ __all__ = [
     "StepDecay", "TerminateOnNaN",
     # the training engine and its switches
     "Step", "fast_paths", "register_layer",
+    # CPU threads of NumPy's BLAS and torch
+    "get_num_threads", "set_num_threads",
     # many processes (mpi4py is imported by distributed.init only)
     "distributed",
 ]
