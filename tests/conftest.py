@@ -53,9 +53,11 @@ def _restore_backend():
     """Tests that call xn.use() or xn.fast_paths() must not leak into later tests."""
     table = xn.backend.table
     before = table._local.__dict__.get("backend")
+    precision = table._local.__dict__.get("precision")
     fast = table._fast_local.__dict__.get("enabled")
     yield
     table._local.backend = before
+    table._local.precision = precision
     table._fast_local.enabled = fast
 
 

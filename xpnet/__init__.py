@@ -44,6 +44,7 @@ from .train.callbacks import (
     TerminateOnNaN,
 )
 from .train.guard import DivergenceError
+from .train.precision import LossScale
 from .train.step import Step
 from .version import __version__ as __version__
 
@@ -57,6 +58,8 @@ __all__ = [
     "StepDecay", "TerminateOnNaN",
     # the training engine and its switches
     "Step", "fast_paths", "register_layer",
+    # mixed precision: float16 loss scaling (a gradient hook of the step)
+    "LossScale",
     # CPU threads of NumPy's BLAS and torch
     "get_num_threads", "set_num_threads",
     # many processes (mpi4py is imported by distributed.init only)

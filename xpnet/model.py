@@ -39,12 +39,17 @@ class Sequential:
     """Layers applied in order. ``Sequential(Dense(4, 8), ReLU(), Dense(8, 1), seed=0)``.
 
     ``backend`` (a name or Backend; default ``xn.current()``) and ``dtype`` ("float32"
-    or "float64") choose where the parameters live. ``params`` (a mapping of every
-    parameter name to an array) starts from those values instead of drawing from ``seed``.
+    or "float64") choose where the parameters live. ``precision`` ("float32", "float64",
+    "mixed-bfloat16" or "mixed-float16"; default what ``use()`` set, else the dtype's)
+    chooses what the passes compute in: the mixed ones keep float32 parameters, optimizer
+    state and ``params``, and run forward and backward in 16 bits. ``params`` (a mapping of
+    every parameter name to an array) starts from those values instead of drawing from
+    ``seed``.
     """
 
     def __init__(self, *layers: Layer, seed: int | None = 0, backend=None,
-                 dtype: str | None = None, params: Mapping | None = None):
+                 dtype: str | None = None, params: Mapping | None = None,
+                 precision: str | None = None):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
@@ -54,7 +59,11 @@ class Sequential:
         self.layers: list[Layer] = list(layers)
         self._check_widths()
         self.seed = checks.integer("Sequential", "seed", seed, 0, allow_none=True)
-        self.backend = backends.resolve(backend, dtype=dtype)
+        if precision is None and dtype is None and backend is None:
+            precision = backends.default_precision()
+        self.backend = backends.resolve(
+            backend, dtype=backends.precision_dtype("Sequential", precision, dtype))
+        self.precision = _precision(self.backend, precision)
         if params is None:  # drawing weights too large to hold fails here, not half-way
             memory.check_init_fits(self.backend, self._layers_with_parameters(), "Sequential")
         self.optimizer: optimizers.Optimizer | None = None
@@ -158,7 +167,9 @@ class Sequential:
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)
-        return f"Sequential({inner}; backend={self.backend.name}, dtype={self.backend.dtype_name})"
+        mixed = f", precision={self.precision.name}" if self.precision.mixed else ""
+        return (f"Sequential({inner}; backend={self.backend.name}, "
+                f"dtype={self.backend.dtype_name}{mixed})")
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -214,10 +225,17 @@ class Sequential:
             self.optimizer.load_state_arrays({k: xp.asarray(v, copy=True)
                                               for k, v in state.items()}, iterations)
 
-    def to(self, name=None, device: Any = None, dtype: str | None = None) -> Sequential:
-        """Move parameters and optimizer state to another backend/device/dtype; returns self."""
-        target = backends.resolve(self.backend if name is None else name, device, dtype)
+    def to(self, name=None, device: Any = None, dtype: str | None = None,
+           precision: str | None = None) -> Sequential:
+        """Move parameters and optimizer state to another backend/device/dtype, or change the
+        precision (default: keep it, where the target can compute in it); returns self."""
+        if precision is None and dtype is None:
+            precision = self.precision.name if self.precision.mixed else None
+        target = backends.resolve(self.backend if name is None else name, device,
+                                  backends.precision_dtype("to", precision, dtype))
+        new_precision = _precision(target, precision)  # refused before anything moves
         if target is self.backend:
+            self.precision = new_precision
             return self
         move = lambda a: target.asarray(self.backend.to_numpy(a))  # noqa: E731
         parameters = Buffer.of(self.layout, {k: move(v) for k, v in self.params.items()},
@@ -225,7 +243,7 @@ class Sequential:
         if self.optimizer is not None:
             state = {k: move(v) for k, v in self.optimizer.state_arrays().items()}
             self.optimizer.load_state_arrays(state, self.optimizer.iterations)
-        self.parameters, self.backend = parameters, target
+        self.parameters, self.backend, self.precision = parameters, target, new_precision
         return self
 
     # ------------------------------------------------------------------ passes
@@ -264,7 +282,7 @@ class Sequential:
                 return split
         split = [{k: mapping[full] for k, full in keys} for keys in self._keys]
         cache.insert(0, (mapping, split))
-        del cache[2:]
+        del cache[4:]  # parameters and gradients, and their 16-bit copies when mixed
         return split
 
     def backward(self, dY, backprops, grads_out: dict | None = None) -> dict:
@@ -304,12 +322,24 @@ class Sequential:
         return self.predict_device(self.device_inputs(X), batch_size)
 
     def predict_device(self, X, batch_size: int | None = None):
-        """``predict`` on an already validated device array."""
+        """``predict`` on an already validated device array (computed in the model's
+        precision, returned in its dtype)."""
         n = X.shape[0]
+        forward = self._forward_in_precision()
         if not batch_size or batch_size >= n:
-            return self.forward(X)[0]
-        parts = [self.forward(X[a:b, ...])[0] for a, b in data.batch_bounds(n, batch_size)]
+            return forward(X)
+        parts = [forward(X[a:b, ...]) for a, b in data.batch_bounds(n, batch_size)]
         return self.backend.xp.concat(parts, axis=0)
+
+    def _forward_in_precision(self):
+        """Inference as training computes it: in 16 bits for a mixed model."""
+        if not self.precision.mixed:
+            return lambda X: self.forward(X)[0]
+        xp = self.backend.xp
+        low = backends.compute(self.backend, self.precision.compute_dtype)
+        params = {k: xp.astype(v, low.dtype) for k, v in self.parameters.arrays.items()}
+        return lambda X: xp.astype(self.forward(xp.astype(X, low.dtype), params=params,
+                                                kernels=low.kernels)[0], self.backend.dtype)
 
     def loss_and_grads(self, X, y, loss: str = "mse") -> tuple[float, dict]:
         """The loss and the gradient of every parameter on one batch, without updating."""
@@ -343,19 +373,29 @@ class Sequential:
         checkpoint.save(self, path)
 
 
-def load(path, backend=None, device=None, dtype: str | None = None) -> Sequential:
-    """Read a checkpoint onto ``backend`` (default: the current one) with its saved dtype.
+def load(path, backend=None, device=None, dtype: str | None = None,
+         precision: str | None = None) -> Sequential:
+    """Read a checkpoint onto ``backend`` (default: the current one) with its saved dtype
+    and precision (``precision`` or ``dtype`` loads it into another one).
 
     Safe on untrusted files: the file is read and checked whole (``io.checkpoint.read``:
     nothing unpickled, nothing allocated beyond a small multiple of the declared model)
     before the model is built from its arrays, without drawing initial weights.
     """
-    target = backends.resolve(backend, device, dtype)  # a bad backend is the caller's error
+    # a bad backend or precision is the caller's error, not the file's
+    target = backends.resolve(backend, device,
+                              backends.precision_dtype("load", precision, dtype))
     path = checks.path("load", "path", path)
     contents = checkpoint.read(path)
+    if precision is None and dtype is None:
+        precision = contents.precision
+    if precision is not None:
+        _precision(backends.resolve(target, dtype=backends.precision_dtype(
+            "load", precision, None)), precision, f"load: {path!r} was saved in")
     try:
         model = Sequential(*contents.layers, seed=contents.seed, backend=target,
-                           dtype=dtype or contents.dtype, params=contents.params)
+                           dtype=None if precision else dtype or contents.dtype,
+                           params=contents.params, precision=precision)
         if contents.optimizer is not None:
             state = {k: model.backend.asarray(v) for k, v in contents.state.items()}
             contents.optimizer.load_state_arrays(state, contents.iterations)
@@ -372,11 +412,11 @@ def load(path, backend=None, device=None, dtype: str | None = None) -> Sequentia
 
 def mlp(sizes, activation: str = "relu", output_activation: str | None = None,
         dropout: float = 0.0, seed: int | None = 0, backend=None, dtype: str | None = None,
-        init: str | None = None) -> Sequential:
+        init: str | None = None, precision: str | None = None) -> Sequential:
     """A multilayer perceptron: Dense layers of ``sizes`` with ``activation`` between them.
 
     The output is linear (logits) unless ``output_activation`` is given. ``dropout`` > 0
-    adds a Dropout after every hidden activation.
+    adds a Dropout after every hidden activation. ``precision`` as for ``Sequential``.
     """
     sizes = _mlp_sizes(sizes)
     layers: list[Layer] = []
@@ -388,7 +428,19 @@ def mlp(sizes, activation: str = "relu", output_activation: str | None = None,
                 layers.append(Dropout(dropout))
         elif output_activation is not None:
             layers.append(_activation(output_activation))
-    return Sequential(*layers, seed=seed, backend=backend, dtype=dtype)
+    return Sequential(*layers, seed=seed, backend=backend, dtype=dtype, precision=precision)
+
+
+def _precision(backend, name: str | None, what: str = "precision"):
+    """The Precision ``name`` (None: the backend dtype's own) on ``backend``, refused with
+    the backend's own 16-bit dtypes named where it cannot compute in it."""
+    chosen = backends.Precision.named(name or backend.dtype_name)
+    if chosen.mixed:
+        try:
+            backends.compute(backend, chosen.compute_dtype)
+        except backends.BackendError as exc:
+            raise backends.UnknownBackendError(f"{what} {chosen.name}: {exc}") from None
+    return chosen
 
 
 def _mlp_sizes(sizes) -> list[int]:

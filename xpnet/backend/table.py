@@ -35,6 +35,8 @@ __all__ = ["Backend", "BackendError", "UnknownBackendError", "MissingBackendErro
 NAMES = ("numpy", "cupy", "torch", "jax", "array_api_strict")
 REFERENCE = "numpy"  # the backend every other one is compared against (parity, float64 checks)
 _DTYPES = ("float32", "float64")
+# what a model computes in: its parameters' dtype, or 16-bit compute over float32 parameters
+PRECISIONS = ("float32", "float64", "mixed-bfloat16", "mixed-float16")
 
 
 class BackendError(RuntimeError):
@@ -218,6 +220,27 @@ def _torch_is_gpu(lib, device) -> bool:
     return device.type == "cuda"
 
 
+def _no_low_precision(lib, device) -> tuple[str, ...]:
+    return ()
+
+
+def _numpy_low_precision(lib, device) -> tuple[str, ...]:
+    return ("float16",)  # NumPy has no bfloat16; its float16 is emulated: slow, for tests
+
+
+def _torch_low_precision(lib, device) -> tuple[str, ...]:
+    # CPU matmuls in float16 are slow or missing; bfloat16 has oneDNN kernels there
+    return ("float16", "bfloat16") if device.type == "cuda" else ("bfloat16",)
+
+
+def _cupy_low_precision(lib, device) -> tuple[str, ...]:
+    return ("float16", "bfloat16") if hasattr(lib, "bfloat16") else ("float16",)
+
+
+def _jax_low_precision(lib, device) -> tuple[str, ...]:
+    return ("float16", "bfloat16")
+
+
 def _jax_is_gpu(lib, device) -> bool:
     return getattr(device, "platform", "cpu") != "cpu"
 
@@ -360,25 +383,31 @@ class _Row:
     oom_hint: str = ""  # appended to out-of-memory messages
     # silences the library's floating-point warnings (the divergence guard reports instead)
     quiet: Callable[[Any], Any] = _no_warnings
+    # the 16-bit float dtypes mixed precision may compute in, on this library and device
+    low_precision: Callable[[Any, Any], tuple[str, ...]] = _no_low_precision
 
 
 _TABLE: dict[str, _Row] = {
     "numpy": _Row("numpy", "numpy", _compat_namespace("numpy"), _numpy_device,
-                  kernels=lambda b: _kernels.NumPyKernels(b.xp, b.inplace), quiet=_numpy_quiet),
+                  kernels=lambda b: _kernels.NumPyKernels(b.xp, b.inplace), quiet=_numpy_quiet,
+                  low_precision=_numpy_low_precision),
     "cupy": _Row("cupy", "cupy-cuda12 or cupy-cuda13", _compat_namespace("cupy"), _cupy_device,
                  _to_numpy_cupy, _sync_cupy, is_gpu=_always, kernels=_cupy_kernels,
                  portable=_portable_cupy, free_bytes=_cupy_free_bytes, devices=_cupy_devices,
+                 low_precision=_cupy_low_precision,
                  oom_hint=" CuPy also keeps freed blocks in its pool: "
                           "cupy.get_default_memory_pool().free_all_blocks() returns them."),
     "torch": _Row("torch", "torch", _compat_namespace("torch"), _torch_device, _to_numpy_torch,
                   _sync_torch, is_gpu=_torch_is_gpu,
                   kernels=lambda b: _kernels.TorchKernels(b.xp, b.inplace, b.lib),
                   plain=lambda x: x.detach(), portable=_portable_torch,
-                  free_bytes=_torch_free_bytes, devices=_torch_devices),
+                  free_bytes=_torch_free_bytes, devices=_torch_devices,
+                  low_precision=_torch_low_precision),
     "jax": _Row("jax", "jax", _jax_namespace, _jax_device, sync=_sync_jax, inplace=False,
                 views=False, is_gpu=_jax_is_gpu, async_dispatch=True, trace=_jax_trace,
                 check_dtype=_jax_dtype_check, portable=_portable_jax,
-                free_bytes=_jax_free_bytes, devices=_jax_devices),
+                free_bytes=_jax_free_bytes, devices=_jax_devices,
+                low_precision=_jax_low_precision),
     # the standard promises no views, so strict keeps one array per parameter
     "array_api_strict": _Row("array_api_strict", "strict", lambda lib: lib, _strict_device,
                              _to_numpy_strict, views=False, portable=_portable_strict,
@@ -458,7 +487,13 @@ class Backend:
     @property
     def item_bytes(self) -> int:
         """Bytes per number in this backend's float dtype."""
-        return int(np.dtype(self.dtype_name).itemsize)
+        return 2 if self.dtype_name == "bfloat16" else int(np.dtype(self.dtype_name).itemsize)
+
+    @property
+    def low_precision(self) -> tuple[str, ...]:
+        """The 16-bit float dtypes this library computes in on this device (mixed
+        precision); empty where it has none (array-api-strict)."""
+        return self.row.low_precision(self.lib, self.device)
 
     @property
     def inplace(self) -> bool:
@@ -643,6 +678,29 @@ def get(name: str = "numpy", device: Any = None, dtype: str | None = None) -> Ba
     return backend
 
 
+def compute(backend: Backend, dtype_name: str) -> Backend:
+    """``backend`` computing in ``dtype_name`` (its own dtype, or one of its
+    ``low_precision`` dtypes for mixed precision): same library, device and kernels row.
+
+    Raises BackendError naming the backend and what it supports otherwise.
+    """
+    if dtype_name == backend.dtype_name:
+        return backend
+    if dtype_name not in backend.low_precision:
+        supported = ", ".join(backend.low_precision) or "no 16-bit float dtype"
+        raise UnknownBackendError(
+            f"backend {backend.name!r} on {backend.device} cannot compute in {dtype_name} "
+            f"(it supports {supported}); pass another precision= or choose another backend")
+    key = ("compute", backend.name, str(backend.device), dtype_name)
+    with _cache_lock:
+        low = _cache.get(key)
+        if low is None:
+            low = _cache[key] = Backend(backend.name, backend.xp, backend.device,
+                                        getattr(backend.xp, dtype_name), dtype_name,
+                                        backend.lib, backend.row)
+    return low
+
+
 def resolve(backend: Any = None, device: Any = None, dtype: str | None = None) -> Backend:
     """A Backend from what a user may pass: None (the current one), a name, a Backend or
     what ``use()`` returned, with ``device`` and ``dtype`` overriding its own."""
@@ -684,14 +742,16 @@ def current() -> Backend:
 class _Using:
     """What ``use()`` returns: the new backend, which also restores the old one as a context."""
 
-    def __init__(self, backend: Backend, previous: Backend | None):
+    def __init__(self, backend: Backend, previous: Backend | None, previous_precision=None):
         self.backend, self._previous = backend, previous
+        self._previous_precision = previous_precision
 
     def __enter__(self) -> Backend:
         return self.backend
 
     def __exit__(self, *exc) -> None:
         _local.backend = self._previous
+        _local.precision = self._previous_precision
 
     def __getattr__(self, attr):
         return getattr(self.backend, attr)
@@ -705,16 +765,70 @@ class _Using:
         return repr(self.backend)
 
 
-def use(name: str | Backend = "numpy", device: Any = None, dtype: str | None = None) -> _Using:
+def use(name: str | Backend = "numpy", device: Any = None, dtype: str | None = None,
+        precision: str | None = None) -> _Using:
     """Make ``name`` the current backend of this thread.
 
     A plain call persists (across Jupyter cells too); ``with xn.use("torch"): ...`` restores
     the previous backend on exit. The returned object reads like the Backend it selected.
+    ``precision`` (one of ``PRECISIONS``) is the default of models built from now on in
+    this thread: "mixed-bfloat16" / "mixed-float16" keep float32 parameters and compute
+    in 16 bits; a call without it goes back to the dtype's own precision.
     """
+    dtype = precision_dtype("use", precision, dtype)
     backend = name if isinstance(name, Backend) else get(name, device, dtype)
     previous = getattr(_local, "backend", None)
-    _local.backend = backend
-    return _Using(backend, previous)
+    previous_precision = getattr(_local, "precision", None)
+    _local.backend, _local.precision = backend, precision
+    return _Using(backend, previous, previous_precision)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a model computes in: ``param_dtype`` for parameters, gradients and optimizer
+    state, ``compute_dtype`` for the passes (16 bits when ``mixed``); float16 compute
+    needs its loss scaled (``scales_loss``)."""
+
+    name: str
+    param_dtype: str
+    compute_dtype: str
+
+    @classmethod
+    def named(cls, name: str) -> Precision:
+        """The precision of one of ``PRECISIONS``."""
+        if name not in PRECISIONS:
+            raise UnknownBackendError(f"precision must be one of {PRECISIONS}; got {name!r}")
+        if name.startswith("mixed-"):
+            return cls(name, "float32", name.removeprefix("mixed-"))
+        return cls(name, name, name)
+
+    @property
+    def mixed(self) -> bool:
+        return self.compute_dtype != self.param_dtype
+
+    @property
+    def scales_loss(self) -> bool:
+        return self.compute_dtype == "float16"
+
+
+def default_precision() -> str | None:
+    """The precision ``use(..., precision=...)`` set for this thread (None: the dtype's)."""
+    return getattr(_local, "precision", None)
+
+
+def precision_dtype(where: str, precision: str | None, dtype: str | None) -> str | None:
+    """The parameter dtype ``precision`` implies (float64 for "float64", else float32), or
+    ``dtype`` when no precision is given; a dtype that contradicts it is refused."""
+    if precision is None:
+        return dtype
+    if precision not in PRECISIONS:
+        raise UnknownBackendError(f"{where}: precision must be one of {PRECISIONS}; "
+                                  f"got {precision!r}")
+    implied = "float64" if precision == "float64" else "float32"
+    if dtype is not None and _dtype_name(dtype) != implied:
+        raise UnknownBackendError(f"{where}: precision={precision!r} keeps {implied} "
+                                  f"parameters, but dtype={dtype!r} was given: pass one of them")
+    return implied
 
 
 def available() -> list[str]:

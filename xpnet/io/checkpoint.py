@@ -38,6 +38,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from .. import checks
+from ..backend.table import PRECISIONS
 from ..interrupts import protected
 from ..nn import optim as optimizers
 from ..nn.layers import Layer, from_config
@@ -47,6 +48,7 @@ _META = "__xpnet__"
 _SEAL = b"xpnet-sha256:"  # the zip comment: this tag and the hex SHA-256 of all bytes before it
 _HEX = 64
 _META_KEYS = ("format", "version", "layers", "seed", "dtype", "optimizer", "sha256")
+_OPTIONAL_META = ("precision",)  # files before mixed precision lack it: the dtype's own
 
 # What a file may declare, checked before the part it bounds is read. Far above what an MLP
 # needs; save refuses models beyond them, so it never writes a file that load refuses.
@@ -89,6 +91,7 @@ def _payload(model) -> dict[str, np.ndarray]:
                    for layer in model.layers],
         "seed": model.seed,
         "dtype": model.backend.dtype_name,
+        "precision": model.precision.name,
         "optimizer": None,
     }
     opt = model.optimizer
@@ -230,6 +233,7 @@ class _Contents:
     layers: list[Layer]
     seed: int | None
     dtype: str
+    precision: str  # what the model computed in: "float32", ..., "mixed-float16"
     params: dict[str, np.ndarray]  # "0.W" -> array
     optimizer: optimizers.Optimizer | None  # configured, without state
     state: dict[str, np.ndarray]  # "0.W/m" -> array (empty before the first step)
@@ -264,6 +268,7 @@ class _Declared:
     layers: list[Layer]
     seed: int | None
     dtype: np.dtype
+    precision: str
     optimizer: optimizers.Optimizer | None
     iterations: int
     digest: str
@@ -295,6 +300,7 @@ def _read(path: str) -> _Contents:
             arrays = _read_arrays(zf, members, declared, path)
     return _Contents(
         layers=declared.layers, seed=declared.seed, dtype=declared.dtype.name,
+        precision=declared.precision,
         params={k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")},
         optimizer=declared.optimizer,
         state={k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")},
@@ -523,18 +529,19 @@ def _declaration(meta, path: str) -> _Declared:
     missing = [k for k in _META_KEYS if k not in meta]
     if missing:
         raise CheckpointError(f"{path!r}: checkpoint metadata lacks {missing}")
-    extra = sorted(set(meta) - set(_META_KEYS))
+    extra = sorted(set(meta) - set(_META_KEYS) - set(_OPTIONAL_META))
     if extra:
         raise CheckpointError(f"{path!r}: checkpoint metadata has unexpected fields {extra}")
     if meta["dtype"] not in ("float32", "float64"):
         raise CheckpointError(f"{path!r}: dtype {meta['dtype']!r} is not float32 or float64")
+    precision = _precision(meta.get("precision", meta["dtype"]), meta["dtype"], path)
     digest = meta["sha256"]
     if not isinstance(digest, str) or len(digest) != _HEX:
         raise CheckpointError(f"{path!r}: 'sha256' {digest!r} is not a SHA-256 hex digest")
     layers = _layers(meta["layers"], path)
     optimizer, iterations = _optimizer(meta["optimizer"], path)
     return _Declared(layers=layers, seed=_seed(meta["seed"], path),
-                     dtype=np.dtype(meta["dtype"]), optimizer=optimizer,
+                     dtype=np.dtype(meta["dtype"]), precision=precision, optimizer=optimizer,
                      iterations=iterations, digest=digest,
                      shapes=_array_shapes(layers, optimizer))
 
@@ -554,6 +561,18 @@ def _layers(specs, path: str) -> list[Layer]:
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path!r}: layer {i} ({spec['type']}): {exc}") from None
     return layers
+
+
+def _precision(precision, dtype: str, path: str) -> str:
+    """The declared precision, one of the known ones and consistent with the dtype (mixed
+    precision keeps float32 parameters)."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise CheckpointError(f"{path!r}: precision {precision!r} is not one of {PRECISIONS}")
+    params = "float32" if precision.startswith("mixed-") else precision
+    if params != dtype:
+        raise CheckpointError(f"{path!r}: precision {precision!r} keeps {params} parameters, "
+                              f"but the file declares dtype {dtype!r}")
+    return precision
 
 
 def _seed(seed, path: str) -> int | None:

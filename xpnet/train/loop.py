@@ -269,6 +269,7 @@ def _epoch(run: _Run, epoch: int, pending) -> None:
     for cb in run.callbacks:
         cb.on_epoch_begin(epoch, {})
     step.refresh()  # a callback may have changed the optimizer's config
+    skipped_before = step.skipped
     order = None
     if run.shuffle and len(run.bounds) > 1:
         order = xp.asarray(run.rng.permutation(n), device=model.backend.device)
@@ -290,6 +291,8 @@ def _epoch(run: _Run, epoch: int, pending) -> None:
                 cb.on_batch_end(b, batch_logs)
     step.guard.after_update(step.count, total, (epoch, len(run.bounds) - 1), force=True)
     logs = {"loss": float(total) / n}
+    if step.loss_scaler is not None:  # float16: updates left out for overflowing gradients
+        logs["skipped_steps"] = step.skipped - skipped_before
     if run.val is not None:
         for key, value in _evaluate_device(model, *run.val, step.loss, step.kernels).items():
             logs[f"val_{key}"] = value

@@ -15,7 +15,12 @@ Gradient hooks run between backward and update: ``hook(grads, step)`` gets the g
 by name (on flat backends, views of ``step.grads.flat``) and returns them, changed in
 place or as a new mapping; that is where a gradient all-reduce, loss-scale unscaling or
 clipping plugs in. A hook may also replace ``step.value`` (the batch's loss, a 0-d device
-array): what the guard checks and the step returns.
+array): what the guard checks and the step returns; and set ``step.skip`` to leave this
+batch's update out (loss scaling does, on an overflow).
+
+A mixed-precision model (``model.precision.mixed``) runs forward and backward in 16
+bits over float32 parameters (``precision.py``); float16 adds a ``LossScale`` hook,
+last, unless one is given.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ..nn import losses
 from ..nn.buffers import Buffer
 from . import traced
 from .guard import Guard
+from .precision import LossScale, MixedCompute
 
 GradHook = Callable[[dict, "Step"], dict | None]
 
@@ -45,14 +51,22 @@ class Step:
         self.model, self.loss, self.optimizer = model, losses.resolve(loss), optimizer
         self.grad_hooks = list(grad_hooks)
         self.guard = guard
+        precision = getattr(model, "precision", None)
+        self.mixed = MixedCompute(model) if precision is not None and precision.mixed else None
+        self.loss_scaler = next((h for h in self.grad_hooks if isinstance(h, LossScale)), None)
+        if self.loss_scaler is None and precision is not None and precision.scales_loss:
+            self.loss_scaler = LossScale()
+            self.grad_hooks.append(self.loss_scaler)  # last: it judges the summed gradients
         self.kernels = backend.kernels
         optimizer.bind(model, model.layout, backend)
         self.grads = Buffer.zeros(model.layout, backend) if backend.views else None
         self.count = 0  # updates made by this step object
         self.batch_size = 0  # rows of the batch being trained on
         self.value = None  # the batch's loss while the hooks run
+        self.skip = False  # a hook's verdict: leave this batch's update out
+        self.skipped = 0  # updates left out (loss-scale overflows)
         self._traced = None
-        if backend.can_trace and not self.grad_hooks:
+        if backend.can_trace and not self.grad_hooks and self.mixed is None:
             self._traced = traced.compiled_step(model, self.loss, optimizer)
 
     def refresh(self) -> None:
@@ -72,11 +86,33 @@ class Step:
         On flat backends the gradients are views of ``self.grads`` (reused every step).
         """
         model = self.model
+        if self.mixed is not None:
+            return self._mixed_loss_and_grads(X, T, rng, weights)
         out = None if self.grads is None else self.grads.arrays
         Y, backprops = model.forward(X, training=True, rng=rng, grads_out=out,
                                      kernels=self.kernels)
         value, dY = self.loss.value_and_grad(self.kernels, model.backend.xp, Y, T, weights)
         return value, model.backward(dY, backprops, grads_out=out)
+
+    @property
+    def loss_scale(self) -> float:
+        """What the loss gradient is multiplied by before backward (1 without scaling)."""
+        return 1.0 if self.loss_scaler is None else self.loss_scaler.scale
+
+    def _mixed_loss_and_grads(self, X, T, rng, weights):
+        """Forward and backward in 16 bits, the loss in float32, float32 gradients."""
+        model, mixed = self.model, self.mixed
+        xp = model.backend.xp
+        low_out = None if mixed.grads is None else mixed.grads.arrays
+        Y, backprops = model.forward(mixed.cast(X), params=mixed.cast_params(model.parameters),
+                                     training=True, rng=rng, grads_out=low_out,
+                                     kernels=mixed.backend.kernels)
+        Y32 = xp.astype(Y, model.backend.dtype)
+        value, dY = self.loss.value_and_grad(self.kernels, xp, Y32, T, weights)
+        if self.loss_scaler is not None:  # scaled in float32, before the cast can underflow
+            dY = dY * self.loss_scaler.scale
+        low = model.backward(mixed.cast(dY), backprops, grads_out=low_out)
+        return value, mixed.gradients_into(low, self.grads)
 
     def __call__(self, X, T, rng=None, weights=None, where=(0, 0)):
         """Train on one batch (device arrays); returns its loss as a 0-d device array.
@@ -91,10 +127,13 @@ class Step:
             value = self._traced(X, T)
         else:
             value, grads = self.loss_and_grads(X, T, rng, weights)
-            self.value = value  # a hook may replace it (an all-reduce: the global loss)
+            self.value, self.skip = value, False  # a hook may replace the value (the global loss)
             for hook in self.grad_hooks:
                 grads = self._take(hook(grads, self), grads)
             value = self.value
+            if self.skip:  # no update, no count: as if this batch had not been drawn
+                self.skipped += 1
+                return value
             if self.guard is not None:
                 parts = self.grads.parts() if self.grads is not None else grads.values()
                 self.guard.before_update(value, parts, where)
