@@ -124,7 +124,9 @@ def ratios(variants: list[Variant], timing: dict[str, dict]) -> dict[str, dict]:
     for v in variants:
         row = {}
         for kind, key in (("gemm", "vs_gemm"), ("peer", "vs_torch"), ("hand", "vs_hand"),
-                          ("before", "vs_before")):
+                          ("before", "vs_before"), ("peer-mixed", "vs_torch_autocast")):
+            if kind == "peer-mixed" and "mixed" not in v.name:
+                continue
             ref = _reference(variants, v, kind)
             if ref is None:
                 continue

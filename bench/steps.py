@@ -61,26 +61,28 @@ def group_of(backend) -> str:
     return "cuda" if backend.is_gpu else "cpu"
 
 
-def _xpnet_model(backend, sizes):
+def _xpnet_model(backend, sizes, precision=None):
     import xpnet as xn
 
-    model = xn.mlp(sizes, activation="relu", seed=0, backend=backend)
+    model = xn.mlp(sizes, activation="relu", seed=0, backend=backend, precision=precision)
     model.set_params({f"{2 * i}.{k}": v for i, (W, b) in enumerate(host_weights(sizes))
                       for k, v in (("W", W), ("b", b))})
     return model
 
 
-def xpnet_variant(backend, sizes, batch, portable=False, optimizer=None, traced=False):
+def xpnet_variant(backend, sizes, batch, portable=False, optimizer=None, traced=False,
+                  precision=None):
     """xpnet's own training step (``xn.Step``, what ``fit`` calls per batch), without fit.
 
     ``portable`` turns the backend's fast paths off (``xn.fast_paths(False)``): the
     ablation. ``traced`` keeps the traced step where the backend traces (JAX); otherwise
-    the eager step is timed. ``optimizer`` defaults to SGD at ``LR``.
+    the eager step is timed. ``optimizer`` defaults to SGD at ``LR``. ``precision`` (a
+    mixed one) computes in 16 bits over float32 parameters.
     """
     import xpnet as xn
 
     X, _, T = host_data(sizes, batch)
-    model = _xpnet_model(backend, sizes)
+    model = _xpnet_model(backend, sizes, precision)
     Xd, Td = backend.asarray(X), backend.asarray(T)
     opt = optimizer if optimizer is not None else xn.SGD(lr=LR)
     with xn.fast_paths(not portable and (traced or not backend.can_trace)):
@@ -96,6 +98,8 @@ def xpnet_variant(backend, sizes, batch, portable=False, optimizer=None, traced=
         return value
 
     suffix = "-portable" if portable else "-jit" if traced else ""
+    if precision is not None:
+        suffix += f"-{precision}"
     if optimizer is not None:
         suffix += f"-{type(opt).__name__.lower()}"
     return Variant(f"xpnet-{_label(backend)}{suffix}", step, _blocker(backend, holder),
@@ -122,8 +126,10 @@ def before_variant(pkg, backend, sizes, batch):
                    backend.sync, group_of(backend), "before", {"lib": _label(backend)})
 
 
-def torch_eager_variant(device, sizes, batch):
-    """PyTorch eager on ``device``: the peer every xpnet variant of that device is held to."""
+def torch_eager_variant(device, sizes, batch, autocast=None):
+    """PyTorch eager on ``device``: the peer every xpnet variant of that device is held to.
+    ``autocast`` ("bfloat16" or "float16") runs forward and loss under ``torch.autocast``,
+    PyTorch's mixed precision (no GradScaler: the step's cost, not its overflow handling)."""
     import torch
     from torch import nn
 
@@ -143,16 +149,24 @@ def torch_eager_variant(device, sizes, batch):
     opt = torch.optim.SGD(net.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
 
+    low = None if autocast is None else getattr(torch, autocast)
+
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(Xd), yd)
+        if low is None:
+            loss = loss_fn(net(Xd), yd)
+        else:
+            with torch.autocast(device_type=device, dtype=low):
+                loss = loss_fn(net(Xd), yd)
         loss.backward()
         opt.step()
         return loss
 
     sync = (lambda: torch.cuda.synchronize()) if device == "cuda" else (lambda: None)
     group = "cuda" if device == "cuda" else "cpu"
-    return Variant(f"torch-eager-{device}", step, sync, group, "peer", {"lib": f"torch-{device}"})
+    name = f"torch-eager-{device}" + ("" if autocast is None else f"-autocast-{autocast}")
+    return Variant(name, step, sync, group, "peer" if autocast is None else "peer-mixed",
+                   {"lib": f"torch-{device}"})
 
 
 def hand_variant(xp, sizes, batch, sync=lambda: None, group="cpu", name="numpy"):

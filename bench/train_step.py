@@ -46,6 +46,10 @@ def parse_args(argv=None):
     parser.add_argument("--baseline", default=None, metavar="DIR",
                         help="also time an earlier xpnet found as DIR/xpnet_before (numpy and "
                              "torch-cpu), interleaved: the vs before column (bench/baseline.py)")
+    parser.add_argument("--precision", default=None,
+                        choices=["mixed-bfloat16", "mixed-float16"],
+                        help="also time each backend that computes in it in this mixed "
+                             "precision, beside torch eager under autocast")
     parser.add_argument("--ablate", action="store_true",
                         help="also time each xpnet backend with its fast paths off "
                              "(xpnet.backend.kernels.Portable), to show what they move")
@@ -68,7 +72,8 @@ def xpnet_backends(names: str) -> tuple[list, dict]:
     return wanted, skipped
 
 
-def build_variants(sizes, batch, backends, shape_name, ablate=False, before=None):
+def build_variants(sizes, batch, backends, shape_name, ablate=False, before=None,
+                   precision=None):
     """Every variant for one shape, grouped by device."""
     import steps
 
@@ -83,10 +88,15 @@ def build_variants(sizes, batch, backends, shape_name, ablate=False, before=None
             variants.append(steps.xpnet_jit_variant(be, sizes, batch))
         if ablate:
             variants.append(steps.xpnet_variant(be, sizes, batch, portable=True))
+        if precision is not None and precision.removeprefix("mixed-") in be.low_precision:
+            variants.append(steps.xpnet_variant(be, sizes, batch, precision=precision))
         variants.append(steps.gemm_variant(be, sizes, batch))
-    devices = {be.device.type for be in backends if be.name == "torch"}
-    for device in sorted(devices):
+    torch_backends = {be.device.type: be for be in backends if be.name == "torch"}
+    for device, be in sorted(torch_backends.items()):
         variants.append(steps.torch_eager_variant(device, sizes, batch))
+        if precision is not None and precision.removeprefix("mixed-") in be.low_precision:
+            variants.append(steps.torch_eager_variant(device, sizes, batch,
+                                                      precision.removeprefix("mixed-")))
     names = {be.name for be in backends}
     if "numpy" in names:
         import numpy as np
@@ -100,8 +110,9 @@ def build_variants(sizes, batch, backends, shape_name, ablate=False, before=None
     return variants
 
 
-def run_shape(name, sizes, batch, backends, reps, quick, ablate=False, before=None):
-    variants = build_variants(sizes, batch, backends, name, ablate, before)
+def run_shape(name, sizes, batch, backends, reps, quick, ablate=False, before=None,
+              precision=None):
+    variants = build_variants(sizes, batch, backends, name, ablate, before, precision)
     timing = common.time_interleaved(variants, reps=reps, warmup=1 if quick else 3,
                                      target_s=0.002 if quick else 0.05)
     rat = common.ratios(variants, timing)
@@ -147,7 +158,7 @@ def main(argv=None) -> int:
     for name, (sizes, batch) in shapes.items():
         print(f"-- {name} {sizes} batch {batch}", flush=True)
         results[name] = run_shape(name, sizes, batch, backends, reps, args.quick, args.ablate,
-                                  before)
+                                  before, args.precision)
         for r in results[name]["rows"]:
             print(f"   {r['variant']:22s} {common.fmt_time(r['median_s']):>10s}  "
                   f"gemm {common.fmt_ratio(r.get('vs_gemm')):>6s}  "
@@ -162,6 +173,7 @@ def main(argv=None) -> int:
                "machine": facts, "skipped_backends": skipped, "shapes": results}
     name = "train_step_quick" if args.quick else "train_step" + ("_tf32" if args.tf32 else "")
     name += "_ablate" if args.ablate else ""
+    name += f"_{args.precision.replace('-', '_')}" if args.precision else ""
     name = args.name or name
     md = to_markdown(results, facts, command.strip())
     path = common.write_results(name, payload, md, args.out)
