@@ -58,6 +58,23 @@ def test_inputs_from_another_library_share_memory_and_predict_the_same(source, t
     np.testing.assert_array_equal(model.backend.to_numpy(model.predict(X)), expected)
 
 
+@pytest.mark.parametrize("target", ["jax", "numpy", "torch"])
+def test_a_transposed_view_comes_over_with_its_values(target):
+    model = xn.mlp([4, 3], seed=0, backend=_backend(target))
+    X = torch.tensor(np.ascontiguousarray(HOST.T)).T  # strides (1, 6): not row-major
+    assert not X.is_contiguous()
+    np.testing.assert_array_equal(model.backend.to_numpy(model.predict(X)),
+                                  model.backend.to_numpy(model.predict(HOST)))
+
+
+def test_backend_asarray_copies_on_the_device_unless_told_it_may_share():
+    jax = _backend("jax")
+    X = torch.tensor(HOST)
+    shared, copied = jax.asarray(X, copy=None), jax.asarray(X)
+    assert _pointer(shared) == X.data_ptr() and _pointer(copied) != X.data_ptr()
+    np.testing.assert_array_equal(np.asarray(copied), HOST)
+
+
 def test_a_tensor_that_requires_grad_is_shared_too():
     model = xn.mlp([4, 3], seed=0, backend=_backend("jax"))
     X = torch.tensor(HOST).requires_grad_()

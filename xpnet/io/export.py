@@ -31,7 +31,7 @@ from ..nn.layers import ModelError
 from ..version import __version__
 from .checkpoint import _write_atomically
 
-__all__ = ["EMITTERS", "INPUT", "OUTPUT", "export_onnx"]
+__all__ = ["EMITTERS", "INPUT", "OUTPUT", "build_onnx", "export_onnx"]
 
 INPUT, OUTPUT = "X", "Y"  # the graph's input and output names, a documented contract
 MIN_OPSET = 17  # LayerNormalization, and Softmax over one axis, as xpnet computes them

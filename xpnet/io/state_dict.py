@@ -56,7 +56,7 @@ def _entries(layers, prefix: str = "") -> Iterator[tuple[str, str, str, bool]]:
 
 
 def _ignored(layers, prefix: str = "") -> set[str]:
-    found = set()
+    found: set[str] = set()
     for i, layer in enumerate(layers):
         found.update(f"{prefix}{i}.{key}" for key in IGNORED.get(type(layer).__name__, ()))
         sublayers = getattr(layer, "sublayers", None)
