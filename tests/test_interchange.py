@@ -288,3 +288,34 @@ def test_state_dict_without_torch_names_the_extra(monkeypatch):
     monkeypatch.setattr(xn.backend.table, "_cache", {})
     with pytest.raises(ImportError, match=r"xpnet\[torch\]"):
         model.state_dict()
+
+
+class _Block(xn.Layer):
+    """A stand-in for a block (Residual): its own layers under "<i>." names, sublayers()."""
+
+    def __init__(self, *layers):
+        self.inner = layers
+
+    def sublayers(self):
+        return self.inner
+
+    def param_shapes(self):
+        return {f"{i}.{k}": s for i, layer in enumerate(self.inner)
+                for k, s in layer.param_shapes().items()}
+
+    def init_params(self, rng, default_init):
+        return {f"{i}.{k}": v for i, layer in enumerate(self.inner)
+                for k, v in layer.init_params(rng, "glorot").items()}
+
+
+def test_a_block_s_layers_are_named_under_it_as_nested_torch_modules_are():
+    model = xn.Sequential(xn.Dense(4, 6), _Block(xn.ReLU(), xn.Dense(6, 6)), xn.Dense(6, 2),
+                          seed=0)
+    sd = model.state_dict()
+    assert list(sd) == ["0.weight", "0.bias", "1.1.weight", "1.1.bias", "2.weight", "2.bias"]
+    np.testing.assert_array_equal(sd["1.1.weight"].numpy(), model.params["1.1.W"].T)
+    other = xn.Sequential(xn.Dense(4, 6), _Block(xn.ReLU(), xn.Dense(6, 6)), xn.Dense(6, 2),
+                          seed=1)
+    other.load_state_dict(sd)
+    for name, value in model.params.items():
+        np.testing.assert_array_equal(other.params[name], value)
