@@ -3,8 +3,8 @@
 Inputs may be lists, NumPy arrays or arrays of any backend. Arrays that already live on
 the model's backend and device stay there (validated with the model's ``xp``), and so do
 other libraries' arrays on the model's device, taken over by DLPack without a copy;
-anything else is checked on the host with NumPy and copied to the device once. Every check runs
-before training touches any state, and every message names what was wrong.
+anything else is checked on the host with NumPy and copied to the device once. Every
+check runs before training touches any state, and every message names what was wrong.
 
 What counts as data: a real numeric table. Integers, floats (float16 to long double) and
 booleans (read as 0 and 1; not for parameters) are accepted, as are ``np.matrix`` (made
