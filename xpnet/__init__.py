@@ -16,6 +16,7 @@ from .backend.table import fast_paths
 from .backend.threads import get_num_threads, set_num_threads
 from .data import DataError
 from .io.checkpoint import CheckpointError
+from .io.export import export_onnx
 from .model import ModelError, Sequential, load, mlp
 from .nn.layers import (
     GELU,
@@ -53,6 +54,8 @@ __all__ = [
     "DivergenceError", "Dropout", "EarlyStopping", "GELU", "History", "Identity", "Layer",
     "LeakyReLU", "ModelError", "Optimizer", "OutOfMemoryError", "ReLU", "SGD", "Sequential",
     "Sigmoid", "Softmax", "Tanh", "available", "current", "load", "mlp", "use",
+    # export
+    "export_onnx",
     # callbacks beyond the contract's
     "CSVLogger", "CosineDecay", "ExponentialDecay", "LearningRateScheduler", "ModelCheckpoint",
     "StepDecay", "TerminateOnNaN",

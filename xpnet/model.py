@@ -19,6 +19,7 @@ from . import checks, data
 from .backend import memory
 from .backend import table as backends
 from .io import checkpoint
+from .io import state_dict as torch_layout
 from .nn import losses
 from .nn import optim as optimizers
 from .nn.buffers import Buffer, Layout
@@ -206,6 +207,18 @@ class Sequential:
             self.optimizer.load_state_arrays({}, self.optimizer.iterations)
         return self
 
+    def state_dict(self, format: str = "torch") -> dict:
+        """The parameters as torch tensors under PyTorch's names and layout ("0.weight" as
+        (out_features, in_features), "0.bias"), for the ``torch.nn.Sequential`` of the same
+        layers; they share memory with the model where DLPack allows (``xpnet.io.state_dict``)."""
+        return torch_layout.state_dict(self, format)
+
+    def load_state_dict(self, state_dict, format: str = "torch") -> Sequential:
+        """Replace parameters from a PyTorch-style ``state_dict``; every key, shape and value
+        is checked first, and the error names the key (``xpnet.io.state_dict``)."""
+        torch_layout.load_state_dict(self, state_dict, format)
+        return self
+
     def snapshot(self, optimizer: bool = False) -> dict:
         """Device copies of the parameters (and optimizer state): a restore point."""
         snap: dict[str, Any] = {"params": self.parameters.copy(self.backend)}
@@ -237,7 +250,7 @@ class Sequential:
         if target is self.backend:
             self.precision = new_precision
             return self
-        move = lambda a: target.asarray(self.backend.to_numpy(a))  # noqa: E731
+        move = lambda a: target.asarray(a)  # noqa: E731  (by DLPack where it can)
         parameters = Buffer.of(self.layout, {k: move(v) for k, v in self.params.items()},
                                target)
         if self.optimizer is not None:

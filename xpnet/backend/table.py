@@ -208,6 +208,31 @@ def _to_numpy_strict(lib, x):
     return np.asarray(x.to_device(lib.Device("CPU_DEVICE")))
 
 
+# DLPack device types (dlpack.h's DLDeviceType): where a library's arrays can be imported
+# with from_dlpack, sharing memory, instead of taking the host path
+_DL_CPU, _DL_CUDA = 1, 2
+
+
+def _dlpack_cpu(lib, device) -> tuple[int, int]:
+    return (_DL_CPU, 0)
+
+
+def _dlpack_cupy(lib, device) -> tuple[int, int]:
+    return (_DL_CUDA, int(device.id))
+
+
+def _dlpack_torch(lib, device) -> tuple[int, int]:
+    if device.type == "cpu":
+        return (_DL_CPU, 0)
+    return (_DL_CUDA, lib.cuda.current_device() if device.index is None else device.index)
+
+
+def _dlpack_jax(lib, device) -> tuple[int, int]:
+    if getattr(device, "platform", "cpu") == "cpu":
+        return (_DL_CPU, 0)
+    return (_DL_CUDA, int(getattr(device, "local_hardware_id", device.id)))
+
+
 def _never(lib, device) -> bool:
     return False
 
@@ -385,30 +410,35 @@ class _Row:
     quiet: Callable[[Any], Any] = _no_warnings
     # the 16-bit float dtypes mixed precision may compute in, on this library and device
     low_precision: Callable[[Any, Any], tuple[str, ...]] = _no_low_precision
+    # the DLPack (device type, id) of a device: arrays of other libraries that sit there
+    # are imported with from_dlpack, sharing memory (None: only through a host copy)
+    dlpack: Callable[[Any, Any], tuple[int, int]] | None = None
 
 
 _TABLE: dict[str, _Row] = {
     "numpy": _Row("numpy", "numpy", _compat_namespace("numpy"), _numpy_device,
                   kernels=lambda b: _kernels.NumPyKernels(b.xp, b.inplace), quiet=_numpy_quiet,
-                  low_precision=_numpy_low_precision),
+                  low_precision=_numpy_low_precision, dlpack=_dlpack_cpu),
     "cupy": _Row("cupy", "cupy-cuda12 or cupy-cuda13", _compat_namespace("cupy"), _cupy_device,
                  _to_numpy_cupy, _sync_cupy, is_gpu=_always, kernels=_cupy_kernels,
                  portable=_portable_cupy, free_bytes=_cupy_free_bytes, devices=_cupy_devices,
                  low_precision=_cupy_low_precision,
                  oom_hint=" CuPy also keeps freed blocks in its pool: "
-                          "cupy.get_default_memory_pool().free_all_blocks() returns them."),
+                          "cupy.get_default_memory_pool().free_all_blocks() returns them.",
+                 dlpack=_dlpack_cupy),
     "torch": _Row("torch", "torch", _compat_namespace("torch"), _torch_device, _to_numpy_torch,
                   _sync_torch, is_gpu=_torch_is_gpu,
                   kernels=lambda b: _kernels.TorchKernels(b.xp, b.inplace, b.lib),
                   plain=lambda x: x.detach(), portable=_portable_torch,
-                  free_bytes=_torch_free_bytes, devices=_torch_devices,
+                  free_bytes=_torch_free_bytes, devices=_torch_devices, dlpack=_dlpack_torch,
                   low_precision=_torch_low_precision),
     "jax": _Row("jax", "jax", _jax_namespace, _jax_device, sync=_sync_jax, inplace=False,
                 views=False, is_gpu=_jax_is_gpu, async_dispatch=True, trace=_jax_trace,
                 check_dtype=_jax_dtype_check, portable=_portable_jax,
-                free_bytes=_jax_free_bytes, devices=_jax_devices,
+                free_bytes=_jax_free_bytes, devices=_jax_devices, dlpack=_dlpack_jax,
                 low_precision=_jax_low_precision),
-    # the standard promises no views, so strict keeps one array per parameter
+    # the standard promises no views, so strict keeps one array per parameter; its devices
+    # are make-believe, so other libraries' arrays reach it through the host
     "array_api_strict": _Row("array_api_strict", "strict", lambda lib: lib, _strict_device,
                              _to_numpy_strict, views=False, portable=_portable_strict,
                              free_bytes=_unknown_free_bytes, quiet=_numpy_quiet),
@@ -562,11 +592,35 @@ class Backend:
 
     def asarray(self, data, dtype=None, copy: bool | None = True):
         """``data`` (host or any backend's array) as a new array on this backend and device
-        (``copy=None``: it may share memory with ``data`` where no copy is needed)."""
+        (``copy=None``: it may share memory with ``data`` where no copy is needed).
+
+        Another library's array on this device comes over by DLPack (``from_dlpack``), so
+        a copy, where one is made, is made on the device; the host path is the fallback."""
         dtype = self.dtype if dtype is None else dtype
         if not isinstance(data, (np.ndarray, np.generic, int, float, list, tuple)):
-            data = to_numpy(data)
+            shared = self.from_dlpack(data)
+            data = to_numpy(data) if shared is None else shared
         return self.xp.asarray(data, dtype=dtype, device=self.device, copy=copy)
+
+    def from_dlpack(self, x):
+        """``x`` (an array of any library) as an array of this backend's library that shares
+        its memory, through DLPack; None where that cannot be done: the library or this
+        backend has no DLPack import, ``x`` lives on another device, or its dtype would not
+        survive (JAX without 64-bit mode turns int64 into int32 and float64 into float32)."""
+        where = self.row.dlpack
+        device_of = getattr(x, "__dlpack_device__", None)
+        if where is None or device_of is None or isinstance(x, np.generic):
+            return None
+        source = _row_of(x)
+        if source is not None and source.plain is not None:
+            x = source.plain(x)  # a torch tensor that requires grad refuses to export
+        try:
+            if tuple(int(v) for v in device_of()) != where(self.lib, self.device):
+                return None
+            shared = self.xp.from_dlpack(x)
+        except (BufferError, RuntimeError, TypeError, ValueError):  # not exportable as is
+            return None
+        return shared if _dtype_text(shared.dtype) == _dtype_text(x.dtype) else None
 
     def to_numpy(self, x) -> np.ndarray:
         """A host NumPy copy of an array of this backend."""
@@ -602,6 +656,17 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"Backend(name={self.name!r}, device={self.device!r}, dtype={self.dtype_name!r})"
+
+
+def _dtype_text(dtype) -> str:
+    """'float32' for torch.float32, jnp.float32, np.float32 and array_api_strict.float32."""
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+def _row_of(x) -> _Row | None:
+    """The table row of the library ``x`` belongs to (None: not known by module name, as
+    JAX's arrays, which live in "jaxlib")."""
+    return _TABLE.get(type(x).__module__.split(".")[0])
 
 
 def _same_device(a, b) -> bool:
@@ -848,7 +913,7 @@ def to_numpy(x) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     # the table's host copy for the array's own library (jax arrays live in "jaxlib": default)
-    row = _TABLE.get(type(x).__module__.split(".")[0])
+    row = _row_of(x)
     if row is None:
         return np.asarray(x)
     return row.to_numpy(sys.modules[row.module], x)

@@ -1,10 +1,11 @@
-"""The command line: ``python -m xpnet info | train | predict`` (also installed as ``xpnet``).
+"""The command line: ``python -m xpnet info | train | predict | export`` (also ``xpnet``).
 
     python -m xpnet info                       # backends usable here, versions, devices
     python -m xpnet train                      # MLP on the bundled two-spirals set
     python -m xpnet train --data moons --layers 32,32 --backend torch --plot curves.png
     python -m xpnet train --save model.npz
     python -m xpnet predict --model model.npz --data spirals
+    python -m xpnet export --model model.npz --onnx model.onnx
 
 A bad flag or value prints one line, ``xpnet <command>: error: ...``, on stderr and exits
 with status 2; so do errors xpnet raises about data, backends, checkpoints and memory.
@@ -30,6 +31,7 @@ from .. import backend as backends
 from ..backend.info import format_report, report
 from ..backend.memory import check_fits
 from ..data import datasets
+from ..io import export
 from ..io.checkpoint import CheckpointError
 from ..model import load, mlp
 from ..nn import optim as optimizers
@@ -116,7 +118,7 @@ def _delimiter(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``xpnet`` argument parser with its three commands."""
+    """The ``xpnet`` argument parser with its four commands."""
     parser = _Parser(prog="xpnet", description="Multilayer perceptrons on any array-API backend.",
                      formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"xpnet {__version__}",
@@ -130,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                "the last completed epoch to --save and exits with status 130."))
     _add_predict(commands.add_parser("predict", help="predict with a saved model",
                                      formatter_class=_HelpFormatter))
+    _add_export(commands.add_parser(
+        "export", help="write a saved model as an ONNX graph (input X, output Y)",
+        formatter_class=_HelpFormatter,
+        epilog="The graph's input X is (batch, features) and its output Y (batch, outputs), "
+               "the batch size symbolic; Y is what predict --output values prints. Needs "
+               "the onnx extra: pip install 'xpnet[onnx]'."))
     return parser
 
 
@@ -195,6 +203,22 @@ def _add_predict(p) -> None:
     _add_backend(p)
 
 
+def _opset(text: str) -> int:
+    return _number(int, "a whole number", lambda v: v >= export.MIN_OPSET,
+                   f"must be at least {export.MIN_OPSET}")(text)
+
+
+def _add_export(p) -> None:
+    p.add_argument("--model", required=True, metavar="PATH",
+                   help="a model saved by train --save (required)")
+    p.add_argument("--onnx", required=True, metavar="PATH",
+                   help="where to write the ONNX graph, ending in .onnx (required)")
+    p.add_argument("--opset", type=_opset, default=export.MIN_OPSET,
+                   help="ONNX operator set version")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="the graph's float type (parameters are cast to it)")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -210,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     expected = (ValueError, backends.BackendError, CheckpointError, DivergenceError,
                 ImportError, MemoryError, OSError)
-    command = {"info": cmd_info, "train": cmd_train, "predict": cmd_predict}[args.command]
+    command = {"info": cmd_info, "train": cmd_train, "predict": cmd_predict,
+               "export": cmd_export}[args.command]
     try:
         with _quiet_numerics():
             status = command(args)
@@ -469,3 +494,20 @@ def _print_rows(result: np.ndarray) -> None:
     """One line per sample: a label or value, or a row of values separated by commas."""
     for row in result if result.ndim == 2 else result[:, None]:
         print(",".join(cli_data.format_cell(v) for v in row))
+
+
+# --------------------------------------------------------------------------- export
+
+
+def cmd_export(args) -> int:
+    """Write the model saved at ``--model`` to ``--onnx`` as an ONNX graph."""
+    if not args.onnx.endswith(".onnx"):
+        raise ValueError(f"--onnx path must end in .onnx; got {args.onnx!r}")
+    cli_data.check_writable("--onnx", args.onnx)
+    cli_data.refuse_overwriting("--onnx", args.onnx, {"--model": args.model})
+    model = load(args.model, backend="numpy")
+    proto = export.export_onnx(model, args.onnx, opset=args.opset, dtype=args.dtype)
+    print(f"{args.model} written to {args.onnx}: ONNX opset {args.opset}, {args.dtype}, "
+          f"input X (batch, {model.n_in}), output Y (batch, {model.output_width(model.n_in)}), "
+          f"{len(proto.graph.node)} nodes")
+    return 0

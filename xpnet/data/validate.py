@@ -1,9 +1,10 @@
 """Host side of the data: validation, target encoding, the host RNG, batching.
 
 Inputs may be lists, NumPy arrays or arrays of any backend. Arrays that already live on
-the model's backend and device stay there (validated with the model's ``xp``); anything
-else is checked on the host with NumPy and copied to the device once. Every check runs
-before training touches any state, and every message names what was wrong.
+the model's backend and device stay there (validated with the model's ``xp``), and so do
+other libraries' arrays on the model's device, taken over by DLPack without a copy;
+anything else is checked on the host with NumPy and copied to the device once. Every
+check runs before training touches any state, and every message names what was wrong.
 
 What counts as data: a real numeric table. Integers, floats (float16 to long double) and
 booleans (read as 0 and 1; not for parameters) are accepted, as are ``np.matrix`` (made
@@ -281,7 +282,7 @@ def _check_features(X_shape, n_in: int | None, first_layer: str, name: str) -> N
 def inputs(backend: Backend, X, n_in: int | None, first_layer: str, name: str = "X"):
     """X as a validated 2-D float array on ``backend``."""
     _refuse_non_arrays(name, X)
-    X = _same_library_to_device(backend, _plain_numpy(name, X))
+    X = _onto_backend(backend, _plain_numpy(name, X))
     if backend.owns(X) and not isinstance(X, np.ndarray):
         _check_features(X.shape, n_in, first_layer, name)
         return _cast_device(name, backend, backend.plain(X),
@@ -317,6 +318,19 @@ def _same_library_to_device(backend: Backend, X):
         return X
 
 
+def _onto_backend(backend: Backend, X):
+    """``X`` as an array of the model's library where that needs no host round trip: moved
+    by the library itself (another device), or shared through DLPack (another library on
+    the same device: torch, CuPy and JAX hand each other GPU arrays this way). It is then
+    checked on the device like the model's own arrays. Anything else is left as it is, for
+    the host path."""
+    X = _same_library_to_device(backend, X)
+    if isinstance(X, (np.ndarray, list, tuple)) or backend.owns(X):
+        return X
+    shared = backend.from_dlpack(X)
+    return X if shared is None else shared
+
+
 # --------------------------------------------------------------------------- parameters
 
 
@@ -327,7 +341,7 @@ def parameter(backend: Backend, value, name: str, copy: bool = True):
     a caller that copies it into place anyway (the model's parameter buffer).
     """
     _refuse_non_arrays(name, value)
-    value = _same_library_to_device(backend, _plain_numpy(name, value))
+    value = _onto_backend(backend, _plain_numpy(name, value))
     if backend.owns(value) and not isinstance(value, np.ndarray):
         return _cast_device(name, backend, backend.plain(value), ("real floating", "integral"),
                             copy=copy)

@@ -1,4 +1,4 @@
-"""Files: checkpoints (sealed, atomic ``.npz``)."""
+"""Files: checkpoints (sealed, atomic ``.npz``), ONNX export, PyTorch-style state dicts."""
 
 from .checkpoint import CheckpointError
 
