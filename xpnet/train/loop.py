@@ -285,16 +285,41 @@ def _epoch(run: _Run, epoch: int, pending) -> None:
         weighted = value * (hi - lo)
         total = weighted if total is None else total + weighted
         if run.per_batch:
-            batch_logs = {"size": hi - lo, "seen": hi, "loss_sum": total}
+            batch_logs = {"size": hi - lo, "seen": hi, "loss_sum": total,
+                          "loss": _running_loss(model.backend, step, total, hi)}
             for cb in run.per_batch:
                 cb.on_batch_end(b, batch_logs)
-    step.guard.after_update(step.count, total, (epoch, len(run.bounds) - 1), force=True)
-    logs = {"loss": float(total) / n}
+        if not model.backend.cheap_reads:  # the next check reads it in its own host copy
+            step.guard.carry(total, hi)
+    logs = {"loss": _epoch_loss(model.backend, step, total, n, (epoch, len(run.bounds) - 1))}
     if run.val is not None:
         for key, value in _evaluate_device(model, *run.val, step.loss, step.kernels).items():
             logs[f"val_{key}"] = value
     for cb in run.callbacks:
         cb.on_epoch_end(epoch, logs)
+
+
+def _running_loss(backend, step, total, seen: int) -> float | None:
+    """The epoch's mean loss so far as a host float where it costs no extra device read:
+    every batch where reads are cheap, else only right after a divergence check read it
+    (None between checks)."""
+    if backend.cheap_reads:
+        return float(total) / seen
+    carried = step.guard.carried
+    if carried is None or carried[2] != step.count:
+        return None
+    return carried[0] / carried[1]
+
+
+def _epoch_loss(backend, step, total, n: int, where) -> float:
+    """The epoch's mean loss, after the epoch-end divergence check; where reads are
+    expensive that check's one host copy brings the total along."""
+    if not backend.cheap_reads:
+        step.guard.carry(total, n)
+    step.guard.after_update(step.count, total, where, force=True)
+    if backend.cheap_reads:
+        return float(total) / n
+    return step.guard.carried[0] / n
 
 
 def _my_rows(run: _Run, lo: int, hi: int):
@@ -313,7 +338,14 @@ def _evaluate_device(model, X, T, loss: losses.Loss, kernels, batch_size=None) -
     xp = model.backend.xp
     Y = model.predict_device(X, batch_size)
     value, _ = loss.value_and_grad(kernels, xp, Y, T)  # the formula fit trains with
-    return {"loss": float(value), **metrics.device_metrics(xp, Y, T, loss.name)}
+    unread = {"loss": (value, 1), **metrics.unread_metrics(xp, Y, T, loss.name)}
+    if model.backend.cheap_reads:
+        return {name: float(v) / divisor for name, (v, divisor) in unread.items()}
+    # one host copy for the loss and every metric: each read would wait for the device
+    stacked = xp.stack([xp.astype(v, value.dtype) for v, _ in unread.values()])
+    host = model.backend.to_numpy(stacked)
+    pairs = zip(unread.items(), host, strict=True)
+    return {name: float(h) / divisor for (name, (_, divisor)), h in pairs}
 
 
 def evaluate(model, X, y, loss: str = "mse", batch_size: int | None = None) -> dict:
