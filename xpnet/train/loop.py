@@ -25,6 +25,7 @@ from ..interrupts import deferred_interrupts
 from ..nn import losses
 from ..nn import optim as optimizers
 from ..nn.layers import ModelError, Sigmoid, Softmax
+from . import graphs as graphs_
 from . import metrics
 from .callbacks import Callback, History, TerminateOnNaN
 from .guard import DivergenceError, Guard
@@ -57,7 +58,7 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
         batch_size: int | None = 32, validation_data=None, validation_split: float = 0.0,
         callbacks: Iterable[Callback] = (), seed: int | None = 0, verbose: int = 0,
         shuffle: bool = True, lr: float | None = None, check_every: int = 50,
-        comm=None) -> History:
+        comm=None, graphs: bool | str = "auto") -> History:
     """Train ``model`` on (X, y) and return a History (also kept as ``model.history``).
 
     - ``loss``: "mse", "cross_entropy" (logits; labels or one-hot) or "binary_cross_entropy".
@@ -80,6 +81,10 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
       batch, each process trains on its contiguous part of it and the gradients are
       summed before each update, so every process ends with the parameters a single
       process would. Only rank 0 shows progress and writes files (checkpoints, CSV).
+    - ``graphs``: "auto" captures the step as a CUDA graph and replays it where the
+      backend can (torch on CUDA) and the step allows (no Dropout, hooks or own layers;
+      ``xpnet.train.graphs``), the short last batch running eagerly; True insists and
+      refuses, naming the backend or layer and the reason, where it cannot; False never.
 
     Every argument and the data are validated, and the memory training needs estimated
     (``backend.memory.check_fits``), before any state changes; a model without parameters
@@ -107,8 +112,10 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     _check_memory(model, opt, batch_size, Xd.shape[0])
     comm = _communicator(comm)
     reducer = None if comm is None else GradientAllReduce(comm, model.backend)
+    hooks = () if reducer is None else [reducer]
+    capture = graphs_.wanted("fit", graphs, model, entry, opt, hooks)
     try:  # binds the optimizer: refused before any change
-        step = Step(model, entry, opt, grad_hooks=() if reducer is None else [reducer])
+        step = Step(model, entry, opt, grad_hooks=hooks, graphs=capture)
     except ValueError as exc:
         raise ValueError(f"fit: {exc}") from None
 
