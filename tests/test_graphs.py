@@ -255,3 +255,51 @@ def test_cuda_graph_replay_equals_eager_on_torch_cuda(make_optimizer):
     np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-5)
     for k in runs[0][1]:
         np.testing.assert_allclose(runs[1][1][k], runs[0][1][k], rtol=1e-5, atol=1e-6)
+
+
+class RefusesToCapture(RecordByUndoing):
+    """A library that cannot record some operation of the step."""
+
+    def capture(self, fn):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+
+def _refusing_torch_cpu():
+    plain = xn.backend.get("torch")
+    row = dataclasses.replace(plain.row,
+                              graphs=lambda lib, device: lambda: RefusesToCapture(list))
+    return xn.Backend(plain.name, plain.xp, plain.device, plain.dtype, plain.dtype_name,
+                      plain.lib, row)
+
+
+def test_a_refused_capture_warns_and_trains_eagerly_under_auto():
+    pytest.importorskip("torch")
+    X, y = _data(n=70)
+    runs = []
+    for b, option in ((xn.backend.get("torch"), False), (_refusing_torch_cpu(), "auto")):
+        model = xn.mlp([4, 16, 2], seed=0, backend=b)
+        with pytest.warns(RuntimeWarning) if option == "auto" else _no_warning() as caught:
+            history = model.fit(X, y, loss="cross_entropy", optimizer=xn.Adam(lr=1e-2),
+                                epochs=2, batch_size=16, graphs=option)
+        runs.append((history.history["loss"], {k: b.to_numpy(v) for k, v in
+                                                model.params.items()}))
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "the CUDA-graph capture of the training step failed" in \
+        messages[0] and "operation not permitted" in messages[0]
+    assert runs[1][0] == runs[0][0]
+    for k in runs[0][1]:
+        np.testing.assert_array_equal(runs[1][1][k], runs[0][1][k])
+
+
+def test_a_refused_capture_raises_under_true():
+    pytest.importorskip("torch")
+    model = xn.mlp([4, 16, 2], seed=0, backend=_refusing_torch_cpu())
+    with pytest.raises(RuntimeError, match="the CUDA-graph capture of the training step "
+                                           "failed \\(RuntimeError: operation not permitted"):
+        model.fit(*_data(), loss="cross_entropy", batch_size=16, graphs=True)
+
+
+def _no_warning():
+    import contextlib
+
+    return contextlib.nullcontext()

@@ -25,11 +25,14 @@ weights. ``fit(graphs="auto")`` captures where all of that holds; ``graphs=True`
 where it does not, saying why; ``graphs=False`` never captures.
 
 The first ``WARMUP`` static-shape steps run eagerly on the capture's side stream (the
-library sets up its handles and workspaces there), and are real steps of training. The
+library sets up its handles and workspaces there), and are real steps of training. A
+capture the library refuses warns and leaves the step eager ("auto") or raises (True). The
 parity test against eager is ``tests/test_graphs.py`` (marked ``gpu``).
 """
 
 from __future__ import annotations
+
+import warnings
 
 from ..nn import layers as layer_types
 from ..nn import losses
@@ -89,15 +92,21 @@ def wanted(owner: str, graphs, model, loss, optimizer, grad_hooks=()) -> bool:
 def plan(step, graphs, owner: str = "Step"):
     """A ``Graphed`` for ``step`` where ``wanted`` says so, else None (eager)."""
     if wanted(owner, graphs, step.model, step.loss, step.optimizer, step.grad_hooks):
-        return Graphed(step)
+        return Graphed(step, insist=graphs is True)
     return None
 
 
 class Graphed:
-    """The eager step of ``step`` on one batch shape, captured once and replayed."""
+    """The eager step of ``step`` on one batch shape, captured once and replayed.
 
-    def __init__(self, step):
-        self.step = step
+    A capture the library refuses (an operation that cannot be recorded) raises where
+    ``insist``; otherwise it warns once and the step stays eager from then on: nothing ran
+    during the failed capture, so training goes on exactly as without graphs.
+    """
+
+    def __init__(self, step, insist: bool = False):
+        self.step, self.insist = step, insist
+        self.failed: str | None = None  # why the capture failed, once it has
         self.api = step.model.backend.graphs()
         self.shape = None  # (X shape, T shape) of the captured batches
         self.warm = 0  # warm-up steps run so far
@@ -108,6 +117,8 @@ class Graphed:
     def __call__(self, X, T, where):
         """Train on one batch through the graph; None when the batch is not of the
         captured shape (the caller then runs the eager step)."""
+        if self.failed is not None:
+            return None
         shape = (tuple(X.shape), tuple(T.shape), X.dtype, T.dtype)
         if self.shape is None:
             self.shape = shape
@@ -118,9 +129,25 @@ class Graphed:
             return self.api.side(lambda: self.step._eager(X, T, None, None, where))
         key = self._state_key()
         if key != self._key:
-            self._capture(X, T, where)
+            try:
+                self._capture(X, T, where)
+            except Exception as exc:  # the library's own error says which operation
+                return self._give_up(exc)
             self._key = key
         return self._run(X, T)
+
+    def _give_up(self, exc: Exception) -> None:
+        self._replay, self._key = None, None
+        # fit and Step alike land here, so the message names the step, not its caller
+        message = (f"the CUDA-graph capture of the training step failed "
+                   f"({type(exc).__name__}: {exc})")
+        if self.insist:
+            raise RuntimeError(f"{message}; pass graphs='auto' to train eagerly instead") \
+                from exc
+        self.failed = str(exc)
+        warnings.warn(f"{message}; training eagerly from here on (graphs=False hides this "
+                      "warning)", RuntimeWarning, stacklevel=4)
+        return None
 
     def _state_key(self) -> tuple:
         """What the captured graph depends on besides the batch: the buffers' identities

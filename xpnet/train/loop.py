@@ -115,7 +115,7 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     hooks = () if reducer is None else [reducer]
     capture = graphs_.wanted("fit", graphs, model, entry, opt, hooks)
     try:  # binds the optimizer: refused before any change
-        step = Step(model, entry, opt, grad_hooks=hooks, graphs=capture)
+        step = Step(model, entry, opt, grad_hooks=hooks, graphs=graphs if capture else False)
     except ValueError as exc:
         raise ValueError(f"fit: {exc}") from None
 
