@@ -46,7 +46,8 @@ def epoch_data(cfg, seed=0):
     return X, y
 
 
-def xpnet_epoch(backend, cfg, X, y):
+def xpnet_epoch(backend, cfg, X, y, graphs="auto"):
+    """One epoch of ``fit``; ``graphs=False`` is the eager row where fit would capture."""
     import xpnet as xn
 
     model = xn.mlp(cfg["sizes"], seed=0, backend=backend)
@@ -55,10 +56,11 @@ def xpnet_epoch(backend, cfg, X, y):
 
     def run():
         hist = model.fit(X, y, loss="cross_entropy", optimizer=opt, epochs=1,
-                         batch_size=cfg["batch"], seed=len(holder))
+                         batch_size=cfg["batch"], seed=len(holder), graphs=graphs)
         holder.append(hist.history["loss"][-1])  # fit reads its epoch loss: already synced
 
     label = backend.name if backend.name != "torch" else f"torch-{backend.device.type}"
+    label += "-eager" if graphs is False else ""
     return Variant(f"xpnet-{label}", run, backend.sync, "cuda" if backend.is_gpu else "cpu",
                    "xpnet", {"lib": label})
 
@@ -105,6 +107,9 @@ def run_epochs(args):
     X, y = epoch_data(cfg)
     backends, skipped = xpnet_backends(args.backends)
     variants = [xpnet_epoch(be, cfg, X, y) for be in backends if be.name != "jax"]
+    # where fit replays a CUDA graph (torch on CUDA), the eager fit beside it
+    variants += [xpnet_epoch(be, cfg, X, y, graphs=False) for be in backends
+                 if be.capture_refusal is None]
     for device in sorted({be.device.type for be in backends if be.name == "torch"}):
         variants.append(torch_epoch(device, cfg, X, y))
     reps = args.reps or (5 if args.quick else 7)

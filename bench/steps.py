@@ -4,6 +4,8 @@
   backend (SGD, softmax CE); eager on JAX.
 - ``xpnet_jit_variant``: the same step traced once with ``jax.jit`` (JAX only),
   as ``fit`` runs it there; ``xpnet_variant`` on JAX stays the eager step, for comparison.
+- ``xpnet_variant(..., graphs=True)``: the step captured once as a CUDA graph and replayed
+  (torch on CUDA), as ``fit`` runs it there; the plain variant stays eager.
 - ``torch_eager_variant``: ``nn.Sequential`` + ``CrossEntropyLoss`` + ``optim.SGD``.
 - ``hand_variant``: the same step written by hand in NumPy (or CuPy), in place, no framework.
 - ``gemm_variant``: only the step's matrix products with the library's own matmul: forward
@@ -71,13 +73,14 @@ def _xpnet_model(backend, sizes, precision=None):
 
 
 def xpnet_variant(backend, sizes, batch, portable=False, optimizer=None, traced=False,
-                  precision=None):
+                  precision=None, graphs=False):
     """xpnet's own training step (``xn.Step``, what ``fit`` calls per batch), without fit.
 
     ``portable`` turns the backend's fast paths off (``xn.fast_paths(False)``): the
     ablation. ``traced`` keeps the traced step where the backend traces (JAX); otherwise
-    the eager step is timed. ``optimizer`` defaults to SGD at ``LR``. ``precision`` (a
-    mixed one) computes in 16 bits over float32 parameters.
+    the eager step is timed. ``graphs`` replays the step as a captured CUDA graph (torch on
+    CUDA). ``optimizer`` defaults to SGD at ``LR``. ``precision`` (a mixed one) computes in
+    16 bits over float32 parameters.
     """
     import xpnet as xn
 
@@ -86,7 +89,7 @@ def xpnet_variant(backend, sizes, batch, portable=False, optimizer=None, traced=
     Xd, Td = backend.asarray(X), backend.asarray(T)
     opt = optimizer if optimizer is not None else xn.SGD(lr=LR)
     with xn.fast_paths(not portable and (traced or not backend.can_trace)):
-        train = xn.Step(model, "cross_entropy", opt)
+        train = xn.Step(model, "cross_entropy", opt, graphs=graphs)
     if traced and not train.is_traced:
         raise RuntimeError("the traced step does not apply here (fast paths off?)")
     holder = []
@@ -97,7 +100,7 @@ def xpnet_variant(backend, sizes, batch, portable=False, optimizer=None, traced=
             holder[:] = [(value, model.parameters.arrays)]
         return value
 
-    suffix = "-portable" if portable else "-jit" if traced else ""
+    suffix = "-portable" if portable else "-jit" if traced else "-graphs" if graphs else ""
     if precision is not None:
         suffix += f"-{precision}"
     if optimizer is not None:

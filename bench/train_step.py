@@ -38,7 +38,8 @@ def parse_args(argv=None):
                         help="comma-separated subset of " + ",".join(SHAPES))
     parser.add_argument("--backends", default="numpy,torch,jax,cupy",
                         help="xpnet backends to include when available (array_api_strict is a "
-                             "conformance backend, not a speed one; add it here to time it)")
+                             "conformance backend, not a speed one; add it here to time it); "
+                             "torch:cuda or torch:cpu takes that device alone")
     parser.add_argument("--tf32", action="store_true", help="TF32 matmuls on GPU (both sides)")
     parser.add_argument("--name", default=None,
                         help="results file name under --out (default: train_step, with "
@@ -62,8 +63,9 @@ def xpnet_backends(names: str) -> tuple[list, dict]:
     from xpnet.backend import BackendError
 
     wanted, skipped = [], {}
-    for name in names.split(","):
-        devices = ["cpu", "cuda"] if name == "torch" else [None]
+    for spec in names.split(","):
+        name, _, only = spec.partition(":")  # "torch:cuda": that device alone
+        devices = [only] if only else ["cpu", "cuda"] if name == "torch" else [None]
         for device in devices:
             try:
                 wanted.append(xn.backend.get(name, device))
@@ -86,6 +88,8 @@ def build_variants(sizes, batch, backends, shape_name, ablate=False, before=None
             variants.append(steps.before_variant(before, be, sizes, batch))
         if be.can_trace:
             variants.append(steps.xpnet_jit_variant(be, sizes, batch))
+        if be.capture_refusal is None:  # the CUDA-graph rows (torch on CUDA)
+            variants.append(steps.xpnet_variant(be, sizes, batch, graphs=True))
         if ablate:
             variants.append(steps.xpnet_variant(be, sizes, batch, portable=True))
         if precision is not None and precision.removeprefix("mixed-") in be.low_precision:

@@ -21,9 +21,14 @@ except ImportError:
     pass
 
 CPU_BACKENDS = [n for n in NAMES if n != "cupy"]
+# The device the backend fixtures give torch: XPNET_TEST_TORCH_DEVICE=cuda runs every
+# fixture's torch case on the GPU (bench/gpu_suite.py does); unset, the CPU.
+TORCH_DEVICE = os.environ.get("XPNET_TEST_TORCH_DEVICE") or None
 
 
 def _backend_or_skip(name: str, device=None, dtype=None) -> xn.Backend:
+    if name == "torch" and device is None:
+        device = TORCH_DEVICE
     try:
         return xn.backend.get(name, device, dtype)
     except BackendError as exc:

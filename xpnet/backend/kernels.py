@@ -284,6 +284,8 @@ class TorchKernels(_Mutable):
         if decay != 1.0:
             p.mul_(decay)
         denom = self.torch.sqrt(v).div_(root_correction).add_(eps)
+        if not isinstance(step, float):  # a device scalar (a CUDA graph's step count)
+            return p.sub_(m.div(denom).mul_(step))
         return p.addcdiv_(m, denom, value=-step)
 
 

@@ -378,6 +378,50 @@ def _jax_trace(lib, fn):
     return lib.jit(fn)
 
 
+class _TorchGraphs:
+    """torch's CUDA graphs as ``xpnet/train/graphs.py`` uses them. Warm-up work and the
+    capture run on one side stream of their own, so cuBLAS has set up its handle and
+    workspace for that stream before the capture (torch's docs: warm up on a side stream)."""
+
+    def __init__(self, lib, device):
+        self.cuda, self.device = lib.cuda, device
+        self.stream = lib.cuda.Stream(device)
+
+    def _fork(self):
+        self.stream.wait_stream(self.cuda.current_stream(self.device))
+
+    def _join(self):
+        self.cuda.current_stream(self.device).wait_stream(self.stream)
+
+    def side(self, fn):
+        """``fn()`` on the side stream, after the work queued so far and before later work."""
+        self._fork()
+        with self.cuda.stream(self.stream):
+            out = fn()
+        self._join()
+        return out
+
+    def capture(self, fn):
+        """``(replay, out)``: the kernels ``fn()`` queues are recorded, not run; each
+        ``replay()`` runs them again on the same memory, ``out`` included."""
+        graph = self.cuda.CUDAGraph()
+        self._fork()
+        with self.cuda.graph(graph, stream=self.stream):
+            out = fn()
+        self._join()
+        return graph.replay, out
+
+
+def _torch_graphs(lib, device):
+    if device.type != "cuda":
+        return "its device is the CPU: CUDA graphs need device='cuda'"
+    return lambda: _TorchGraphs(lib, device)
+
+
+def _no_graphs(reason: str):
+    return lambda lib, device: reason
+
+
 def _numpy_quiet(lib):
     return np.errstate(all="ignore")  # thread-local; array_api_strict computes with NumPy too
 
@@ -413,35 +457,45 @@ class _Row:
     # the DLPack (device type, id) of a device: arrays of other libraries that sit there
     # are imported with from_dlpack, sharing memory (None: only through a host copy)
     dlpack: Callable[[Any, Any], tuple[int, int]] | None = None
+    # CUDA-graph capture of a step: (lib, device) -> a maker of the capture API
+    # (train/graphs.py), or a string saying why this backend cannot capture
+    graphs: Callable[[Any, Any], Any] = _no_graphs("it does not run on CUDA through torch")
 
 
 _TABLE: dict[str, _Row] = {
     "numpy": _Row("numpy", "numpy", _compat_namespace("numpy"), _numpy_device,
                   kernels=lambda b: _kernels.NumPyKernels(b.xp, b.inplace), quiet=_numpy_quiet,
-                  low_precision=_numpy_low_precision, dlpack=_dlpack_cpu),
+                  low_precision=_numpy_low_precision, dlpack=_dlpack_cpu,
+                  graphs=_no_graphs("NumPy runs on the CPU, which has no CUDA graphs")),
     "cupy": _Row("cupy", "cupy-cuda12 or cupy-cuda13", _compat_namespace("cupy"), _cupy_device,
                  _to_numpy_cupy, _sync_cupy, is_gpu=_always, kernels=_cupy_kernels,
                  portable=_portable_cupy, free_bytes=_cupy_free_bytes, devices=_cupy_devices,
                  low_precision=_cupy_low_precision,
                  oom_hint=" CuPy also keeps freed blocks in its pool: "
                           "cupy.get_default_memory_pool().free_all_blocks() returns them.",
-                 dlpack=_dlpack_cupy),
+                 dlpack=_dlpack_cupy,
+                 # cupy.matmul raises NotImplementedError under stream capture (cupy#6290)
+                 graphs=_no_graphs("CuPy refuses cuBLAS calls (every matmul) during stream "
+                                   "capture (CuPy issue 6290)")),
     "torch": _Row("torch", "torch", _compat_namespace("torch"), _torch_device, _to_numpy_torch,
                   _sync_torch, is_gpu=_torch_is_gpu,
                   kernels=lambda b: _kernels.TorchKernels(b.xp, b.inplace, b.lib),
                   plain=lambda x: x.detach(), portable=_portable_torch,
                   free_bytes=_torch_free_bytes, devices=_torch_devices, dlpack=_dlpack_torch,
-                  low_precision=_torch_low_precision),
+                  low_precision=_torch_low_precision, graphs=_torch_graphs),
     "jax": _Row("jax", "jax", _jax_namespace, _jax_device, sync=_sync_jax, inplace=False,
                 views=False, is_gpu=_jax_is_gpu, async_dispatch=True, trace=_jax_trace,
                 check_dtype=_jax_dtype_check, portable=_portable_jax,
                 free_bytes=_jax_free_bytes, devices=_jax_devices, dlpack=_dlpack_jax,
-                low_precision=_jax_low_precision),
+                low_precision=_jax_low_precision,
+                graphs=_no_graphs("JAX compiles the whole step with jax.jit instead")),
     # the standard promises no views, so strict keeps one array per parameter; its devices
     # are make-believe, so other libraries' arrays reach it through the host
     "array_api_strict": _Row("array_api_strict", "strict", lambda lib: lib, _strict_device,
                              _to_numpy_strict, views=False, portable=_portable_strict,
-                             free_bytes=_unknown_free_bytes, quiet=_numpy_quiet),
+                             free_bytes=_unknown_free_bytes, quiet=_numpy_quiet,
+                             graphs=_no_graphs("array-api-strict runs on the CPU, which has "
+                                               "no CUDA graphs")),
 }
 _ALIASES = {"strict": "array_api_strict", "array-api-strict": "array_api_strict"}
 
@@ -566,6 +620,19 @@ class Backend:
         if self.row.trace is None:
             raise BackendError(f"backend {self.name!r} cannot trace a step")
         return self.row.trace(self.lib, fn)
+
+    @property
+    def capture_refusal(self) -> str | None:
+        """Why this backend cannot capture a step as a CUDA graph; None where it can."""
+        found = self.row.graphs(self.lib, self.device)
+        return found if isinstance(found, str) else None
+
+    def graphs(self):
+        """A new capture API (``side(fn)``, ``capture(fn)``; see ``train/graphs.py``)."""
+        found = self.row.graphs(self.lib, self.device)
+        if isinstance(found, str):
+            raise BackendError(f"backend {self.name!r} cannot capture CUDA graphs: {found}")
+        return found()
 
     @property
     def oom_hint(self) -> str:

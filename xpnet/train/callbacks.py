@@ -6,10 +6,12 @@ The protocol (every method optional, all no-ops on the base class)::
     on_train_begin(logs)                 logs: {"epochs": E, "batches": B, "samples": N}
     on_epoch_begin(epoch, logs)
     on_batch_end(batch, logs)            logs: {"size": n, "seen": samples so far this epoch,
-                                         "loss_sum": 0-d device array}; ``loss_sum`` (the
-                                         sample-weighted loss so far) is left unread, since
-                                         reading it would synchronise the device: read it
-                                         rarely (see progress.ProgressBar)
+                                         "loss_sum": 0-d device array, "loss": float or
+                                         None}; ``loss_sum`` (the sample-weighted loss so
+                                         far) is left unread, since reading it would
+                                         synchronise the device; ``loss`` is its mean read
+                                         for free: every batch where reads are cheap, else
+                                         right after a divergence check, None otherwise
     on_epoch_end(epoch, logs)            logs: {"loss": ..., "val_loss": ..., metrics ...}
     on_train_end(logs)                   logs: {} or {"error": exc} when training raised
 

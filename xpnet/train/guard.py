@@ -8,9 +8,15 @@ point; a failed check there (or weights that a finite update overflowed) restore
 restore point. On GPUs and JAX that periodic check is the only one, since each check is a
 device sync. Each check is one reduction per buffer: with flat buffers, one for all the
 gradients and one for all the weights.
+
+Where reads are expensive the loop hands the guard its running loss total (``carry``), and
+the next periodic check reads it in the same host copy as its own total (``carried``), so
+the progress display and the epoch's loss cost no read of their own.
 """
 
 from __future__ import annotations
+
+import math
 
 
 class DivergenceError(FloatingPointError):
@@ -39,6 +45,12 @@ class Guard:
         self.restore_point = model.snapshot(optimizer=True)
         self.snapshot_step = 0
         self.last_good = None
+        self._carry = None  # (0-d device total, samples) for the next check to read along
+        self.carried = None  # (host total, samples, step) as the last check read them
+
+    def carry(self, total, samples: int) -> None:
+        """Have the next check read ``total`` (a 0-d device array) along with its own."""
+        self._carry = (total, samples)
 
     def _state(self) -> list:
         model = self.model
@@ -60,12 +72,30 @@ class Guard:
         """Every ``every`` steps (or when forced): check the weights, take a restore point."""
         if not (force or step % self.every == 0):
             return
-        if self.kernels.all_finite(value, self._state()):
+        if self._finite(value, step):
             if step - self.snapshot_step >= self.every:  # a copy per epoch could cost 20%
                 self.restore_point = self.model.snapshot(optimizer=True)
                 self.snapshot_step, self.last_good = step, where
             return
         self._restore_and_raise(where)
+
+    def _finite(self, value, step: int) -> bool:
+        """Whether ``value`` and the state are finite: with a carried total, one host copy
+        of both sums answers (and keeps the total in ``carried``); a non-finite sum is
+        checked again by the kernels' own test, which tells overflow from NaN."""
+        state = self._state()
+        if self._carry is None:
+            return self.kernels.all_finite(value, state)
+        (total, samples), self._carry = self._carry, None
+        backend = self.model.backend
+        xp = backend.xp
+        checked = value
+        for a in state:
+            checked = checked + xp.sum(a)
+        host_total, host_checked = (float(v) for v in backend.to_numpy(
+            xp.stack([xp.astype(total, checked.dtype), checked])))
+        self.carried = (host_total, samples, step)
+        return math.isfinite(host_checked) or self.kernels.all_finite(value, state)
 
     def _restore_and_raise(self, where):
         self.model.restore(self.restore_point)

@@ -25,6 +25,7 @@ from ..interrupts import deferred_interrupts
 from ..nn import losses
 from ..nn import optim as optimizers
 from ..nn.layers import ModelError, Sigmoid, Softmax
+from . import graphs as graphs_
 from . import metrics
 from .callbacks import Callback, History, TerminateOnNaN
 from .guard import DivergenceError, Guard
@@ -57,7 +58,7 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
         batch_size: int | None = 32, validation_data=None, validation_split: float = 0.0,
         callbacks: Iterable[Callback] = (), seed: int | None = 0, verbose: int = 0,
         shuffle: bool = True, lr: float | None = None, check_every: int = 50,
-        comm=None) -> History:
+        comm=None, graphs: bool | str = "auto") -> History:
     """Train ``model`` on (X, y) and return a History (also kept as ``model.history``).
 
     - ``loss``: "mse", "cross_entropy" (logits; labels or one-hot) or "binary_cross_entropy".
@@ -80,6 +81,10 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
       batch, each process trains on its contiguous part of it and the gradients are
       summed before each update, so every process ends with the parameters a single
       process would. Only rank 0 shows progress and writes files (checkpoints, CSV).
+    - ``graphs``: "auto" captures the step as a CUDA graph and replays it where the
+      backend can (torch on CUDA) and the step allows (no Dropout, hooks or own layers;
+      ``xpnet.train.graphs``), the short last batch running eagerly; True insists and
+      refuses, naming the backend or layer and the reason, where it cannot; False never.
 
     Every argument and the data are validated, and the memory training needs estimated
     (``backend.memory.check_fits``), before any state changes; a model without parameters
@@ -107,8 +112,10 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     _check_memory(model, opt, batch_size, Xd.shape[0])
     comm = _communicator(comm)
     reducer = None if comm is None else GradientAllReduce(comm, model.backend)
+    hooks = () if reducer is None else [reducer]
+    capture = graphs_.wanted("fit", graphs, model, entry, opt, hooks)
     try:  # binds the optimizer: refused before any change
-        step = Step(model, entry, opt, grad_hooks=() if reducer is None else [reducer])
+        step = Step(model, entry, opt, grad_hooks=hooks, graphs=graphs if capture else False)
     except ValueError as exc:
         raise ValueError(f"fit: {exc}") from None
 
@@ -286,11 +293,13 @@ def _epoch(run: _Run, epoch: int, pending) -> None:
         weighted = value * (hi - lo)
         total = weighted if total is None else total + weighted
         if run.per_batch:
-            batch_logs = {"size": hi - lo, "seen": hi, "loss_sum": total}
+            batch_logs = {"size": hi - lo, "seen": hi, "loss_sum": total,
+                          "loss": _running_loss(model.backend, step, total, hi)}
             for cb in run.per_batch:
                 cb.on_batch_end(b, batch_logs)
-    step.guard.after_update(step.count, total, (epoch, len(run.bounds) - 1), force=True)
-    logs = {"loss": float(total) / n}
+        if not model.backend.cheap_reads:  # the next check reads it in its own host copy
+            step.guard.carry(total, hi)
+    logs = {"loss": _epoch_loss(model.backend, step, total, n, (epoch, len(run.bounds) - 1))}
     if step.loss_scaler is not None:  # float16: updates left out for overflowing gradients
         logs["skipped_steps"] = step.skipped - skipped_before
     if run.val is not None:
@@ -298,6 +307,29 @@ def _epoch(run: _Run, epoch: int, pending) -> None:
             logs[f"val_{key}"] = value
     for cb in run.callbacks:
         cb.on_epoch_end(epoch, logs)
+
+
+def _running_loss(backend, step, total, seen: int) -> float | None:
+    """The epoch's mean loss so far as a host float where it costs no extra device read:
+    every batch where reads are cheap, else only right after a divergence check read it
+    (None between checks)."""
+    if backend.cheap_reads:
+        return float(total) / seen
+    carried = step.guard.carried
+    if carried is None or carried[2] != step.count:
+        return None
+    return carried[0] / carried[1]
+
+
+def _epoch_loss(backend, step, total, n: int, where) -> float:
+    """The epoch's mean loss, after the epoch-end divergence check; where reads are
+    expensive that check's one host copy brings the total along."""
+    if not backend.cheap_reads:
+        step.guard.carry(total, n)
+    step.guard.after_update(step.count, total, where, force=True)
+    if backend.cheap_reads:
+        return float(total) / n
+    return step.guard.carried[0] / n
 
 
 def _my_rows(run: _Run, lo: int, hi: int):
@@ -316,7 +348,14 @@ def _evaluate_device(model, X, T, loss: losses.Loss, kernels, batch_size=None) -
     xp = model.backend.xp
     Y = model.predict_device(X, batch_size)
     value, _ = loss.value_and_grad(kernels, xp, Y, T)  # the formula fit trains with
-    return {"loss": float(value), **metrics.device_metrics(xp, Y, T, loss.name)}
+    unread = {"loss": (value, 1), **metrics.unread_metrics(xp, Y, T, loss.name)}
+    if model.backend.cheap_reads:
+        return {name: float(v) / divisor for name, (v, divisor) in unread.items()}
+    # one host copy for the loss and every metric: each read would wait for the device
+    stacked = xp.stack([xp.astype(v, value.dtype) for v, _ in unread.values()])
+    host = model.backend.to_numpy(stacked)
+    pairs = zip(unread.items(), host, strict=True)
+    return {name: float(h) / divisor for (name, (_, divisor)), h in pairs}
 
 
 def evaluate(model, X, y, loss: str = "mse", batch_size: int | None = None) -> dict:

@@ -132,12 +132,24 @@ def device_metrics(xp, Y, T, loss: str) -> dict:
     """Metrics of model outputs ``Y`` against encoded targets ``T`` (both on the device).
 
     Classification losses give ``accuracy``; regression gives ``mse``, ``mae`` and ``r2``.
-    Values are Python floats (one device read each).
+    Values are Python floats (one device read each; ``unread_metrics`` for none).
     """
+    return {name: float(value) / divisor
+            for name, (value, divisor) in unread_metrics(xp, Y, T, loss).items()}
+
+
+def unread_metrics(xp, Y, T, loss: str) -> dict:
+    """``device_metrics`` left on the device: name -> (0-d array, divisor), the metric
+    being the array's value over the divisor, so that a caller can read them all (and the
+    loss) in one host copy. Accuracy is the count of hits over the rows: exact in the
+    model's float dtype up to 2**24 rows in float32."""
     if loss == "cross_entropy":
-        return {"accuracy": _fraction(xp, xp.argmax(Y, axis=1) == xp.argmax(T, axis=1))}
+        return {"accuracy": _hits(xp, xp.argmax(Y, axis=1) == xp.argmax(T, axis=1))}
     if loss in CLASSIFICATION:  # binary: logits against {0, 1} targets
-        hits = (Y >= 0) == (T >= 0.5)
-        return {"accuracy": _fraction(xp, hits)}
-    return {"mse": float(_mse(xp, Y, T)), "mae": float(_mae(xp, Y, T)),
-            "r2": float(_r2(xp, Y, T))}
+        return {"accuracy": _hits(xp, (Y >= 0) == (T >= 0.5))}
+    return {"mse": (_mse(xp, Y, T), 1), "mae": (_mae(xp, Y, T), 1), "r2": (_r2(xp, Y, T), 1)}
+
+
+def _hits(xp, hits) -> tuple:
+    # count_nonzero is exact for any n; a float32 mean of 0/1 values would round.
+    return xp.count_nonzero(hits), math.prod(hits.shape)

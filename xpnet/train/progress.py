@@ -29,11 +29,12 @@ def _tqdm():
 class ProgressBar(Callback):
     """Shows training progress; ``verbose`` 1: a bar per epoch, 2: one line per epoch.
 
-    The bar advances every batch (host-side counting, free), but its running-loss postfix
-    reads the device only every ``every`` batches: reading a device scalar waits for all
-    queued work, so reading it every batch would make a GPU (or JAX) run synchronously and
-    slow. On synchronous CPU backends (NumPy, torch CPU, array-api-strict) a read costs
-    nothing extra, so there the postfix is read every batch the bar redraws anyway.
+    The bar advances every batch (host-side counting, free). Its running-loss postfix is
+    the host value ``fit`` passes in the batch logs (``"loss"``): every batch where a read
+    costs nothing extra (NumPy, torch CPU, array-api-strict), and on GPUs and JAX only when
+    a divergence check has just read it, since reading a device scalar waits for all queued
+    work. Given only the device total (``"loss_sum"``, by another loop), the bar reads it
+    every batch where reads are cheap and every ``every`` batches elsewhere.
     """
 
     rank_zero_only = True
@@ -67,11 +68,19 @@ class ProgressBar(Callback):
         if self._bar is None:
             return
         self._bar.update(1)
-        total, seen = logs.get("loss_sum"), logs.get("seen")
-        if total is not None and seen and (batch + 1) % self._read_every == 0:
-            value = float(total) / seen  # the one device read, at most every `every` batches
-            if math.isfinite(value):
-                self._bar.set_postfix_str(f"loss={value:.4g}", refresh=False)
+        if "loss" in logs:  # fit's running mean, read only when reading costs nothing
+            value = logs["loss"]
+        else:
+            value = self._read(batch, logs.get("loss_sum"), logs.get("seen"))
+        if value is not None and math.isfinite(value):
+            self._bar.set_postfix_str(f"loss={value:.4g}", refresh=False)
+
+    def _read(self, batch, total, seen) -> float | None:
+        """The running loss read from the device, at most every ``every`` batches, for
+        loops that do not hand over a host value."""
+        if total is None or not seen or (batch + 1) % self._read_every:
+            return None
+        return float(total) / seen
 
     def on_epoch_end(self, epoch, logs):
         line = f"{self._epoch_name(epoch)} {_fmt(logs)}"

@@ -11,6 +11,9 @@ optimizer updates every parameter at once (``Optimizer.step_flat``). Where the b
 can trace (JAX), the whole step is traced once and replayed (``traced.py``), unless hooks
 or sample weights need the eager path.
 
+Where the backend can capture CUDA graphs (torch on CUDA) and ``graphs`` allows it, the
+eager step on the first batch shape is captured once and replayed (``graphs.py``).
+
 Gradient hooks run between backward and update: ``hook(grads, step)`` gets the gradients
 by name (on flat backends, views of ``step.grads.flat``) and returns them, changed in
 place or as a new mapping; that is where a gradient all-reduce, loss-scale unscaling or
@@ -30,6 +33,7 @@ from collections.abc import Callable, Iterable
 from ..interrupts import atomic
 from ..nn import losses
 from ..nn.buffers import Buffer
+from . import graphs as graphs_
 from . import traced
 from .guard import Guard
 from .precision import LossScale, MixedCompute
@@ -40,13 +44,15 @@ GradHook = Callable[[dict, "Step"], dict | None]
 class Step:
     """One training update of ``model`` under ``loss`` with ``optimizer``; see the module.
 
-    ``guard`` (a ``Guard``, optional) checks for divergence around each update. The step
+    ``guard`` (a ``Guard``, optional) checks for divergence around each update.
+    ``graphs``: "auto" replays a captured CUDA graph where one applies, True insists
+    (ValueError saying why not), False (the default) never captures. The step
     binds ``optimizer`` to the model's parameters (refused when it belongs to another
     model) and reads the fast-path setting once, here.
     """
 
     def __init__(self, model, loss, optimizer, *, grad_hooks: Iterable[GradHook] = (),
-                 guard: Guard | None = None):
+                 guard: Guard | None = None, graphs: bool | str = False):
         backend = model.backend
         self.model, self.loss, self.optimizer = model, losses.resolve(loss), optimizer
         self.grad_hooks = list(grad_hooks)
@@ -58,6 +64,7 @@ class Step:
             self.loss_scaler = LossScale()
             self.grad_hooks.append(self.loss_scaler)  # last: it judges the summed gradients
         self.kernels = backend.kernels
+        self.graphed = graphs_.plan(self, graphs)  # a Graphed, or None: eager
         optimizer.bind(model, model.layout, backend)
         self.grads = Buffer.zeros(model.layout, backend) if backend.views else None
         self.count = 0  # updates made by this step object
@@ -123,24 +130,34 @@ class Step:
         self.batch_size = X.shape[0]  # what a hook may scale by
         if weights is not None:
             weights = weights / self.model.backend.xp.sum(weights)
+        value = None
         if self._traced is not None and weights is None:
             value = self._traced(X, T)
-        else:
-            value, grads = self.loss_and_grads(X, T, rng, weights)
-            self.value, self.skip = value, False  # a hook may replace the value (the global loss)
-            for hook in self.grad_hooks:
-                grads = self._take(hook(grads, self), grads)
-            value = self.value
+        elif self.graphed is not None and weights is None:
+            value = self.graphed(X, T, where)  # None: not the captured shape
+        if value is None:
+            value = self._eager(X, T, rng, weights, where)
             if self.skip:  # no update, no count: as if this batch had not been drawn
                 self.skipped += 1
                 return value
-            if self.guard is not None:
-                parts = self.grads.parts() if self.grads is not None else grads.values()
-                self.guard.before_update(value, parts, where)
-            self._update(grads)
         self.count += 1
         if self.guard is not None:
             self.guard.after_update(self.count, value, where)
+        return value
+
+    def _eager(self, X, T, rng, weights, where):
+        """The step op by op (what a CUDA graph captures): its loss, a 0-d device array."""
+        value, grads = self.loss_and_grads(X, T, rng, weights)
+        self.value, self.skip = value, False  # a hook may replace the value (the global loss)
+        for hook in self.grad_hooks:
+            grads = self._take(hook(grads, self), grads)
+        value = self.value
+        if self.skip:  # a hook left this update out (loss scaling, on an overflow)
+            return value
+        if self.guard is not None:
+            parts = self.grads.parts() if self.grads is not None else grads.values()
+            self.guard.before_update(value, parts, where)
+        self._update(grads)
         return value
 
     def _take(self, returned, grads) -> dict:
