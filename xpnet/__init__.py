@@ -16,6 +16,7 @@ from .backend.table import fast_paths
 from .data import DataError
 from .io.checkpoint import CheckpointError
 from .model import ModelError, Sequential, load, mlp
+from .nn.blocks import Residual
 from .nn.layers import (
     GELU,
     Dense,
@@ -29,6 +30,7 @@ from .nn.layers import (
     Tanh,
     register_layer,
 )
+from .nn.norm import BatchNorm, LayerNorm
 from .nn.optim import SGD, Adam, Optimizer
 from .train.callbacks import (
     Callback,
@@ -56,6 +58,8 @@ __all__ = [
     "StepDecay", "TerminateOnNaN",
     # the training engine and its switches
     "Step", "fast_paths", "register_layer",
+    # blocks and normalisation
+    "BatchNorm", "LayerNorm", "Residual",
     # many processes (mpi4py is imported by distributed.init only)
     "distributed",
 ]

@@ -51,6 +51,7 @@ class Step:
         self.count = 0  # updates made by this step object
         self.batch_size = 0  # rows of the batch being trained on
         self.value = None  # the batch's loss while the hooks run
+        self.new_state = None  # the layers' state computed by the last forward pass
         self._traced = None
         if backend.can_trace and not self.grad_hooks:
             self._traced = traced.compiled_step(model, self.loss, optimizer)
@@ -69,12 +70,15 @@ class Step:
     def loss_and_grads(self, X, T, rng=None, weights=None):
         """Forward, loss and backward on one batch: ``(loss, grads by name)``, no update.
 
-        On flat backends the gradients are views of ``self.grads`` (reused every step).
+        On flat backends the gradients are views of ``self.grads`` (reused every step). The
+        layers' new state (BatchNorm's running statistics) waits in ``self.new_state`` for
+        the update to commit it.
         """
         model = self.model
         out = None if self.grads is None else self.grads.arrays
+        self.new_state = {} if model.state_shapes else None
         Y, backprops = model.forward(X, training=True, rng=rng, grads_out=out,
-                                     kernels=self.kernels)
+                                     kernels=self.kernels, state_out=self.new_state)
         value, dY = self.loss.value_and_grad(self.kernels, model.backend.xp, Y, T, weights)
         return value, model.backward(dY, backprops, grads_out=out)
 
@@ -120,6 +124,8 @@ class Step:
         model, opt = self.model, self.optimizer
         backend = model.backend
         with atomic():  # a second Ctrl-C waits for the whole update (xpnet/interrupts.py)
+            if self.new_state:
+                model.commit_state(self.new_state)
             if self.grads is not None:  # every parameter at once, in place
                 opt.step_flat(model.parameters, self.grads, backend, self.kernels)
                 return
