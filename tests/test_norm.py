@@ -10,6 +10,7 @@ import pytest
 from checkpoint_forge import arrays_and_meta, encode
 
 import xpnet as xn
+from xpnet.nn import norm as norm_module
 from xpnet.testing import check_grads
 
 try:
@@ -208,3 +209,21 @@ def test_data_parallel_fit_refuses_batchnorm_by_name():
         model.fit(X, Y, epochs=1, comm=_TwoRanks())
     for k, v in model.params.items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def test_the_training_mode_check_catches_a_backward_that_ignores_batch_statistics():
+    class Naive(xn.BatchNorm):
+        """Forward in training as BatchNorm, backward as if the statistics were fixed."""
+
+        def forward(self, params, X, ctx):
+            Y, _ = super().forward(params, X, ctx)
+            xp = ctx.xp
+            mean = xp.mean(X, axis=0)
+            inv = 1.0 / xp.sqrt(xp.mean((X - mean) ** 2, axis=0) + self.eps)
+            return Y, norm_module._affine_backprop(xp, params["gamma"], (X - mean) * inv,
+                                                   inv, None)
+
+    model = xn.Sequential(xn.Dense(5, 6, bias=False), Naive(6), xn.Tanh(), xn.Dense(6, 3),
+                          seed=2, backend="numpy", dtype="float64")
+    with pytest.raises(AssertionError, match="check_grads"):
+        check_grads(model, X[:10], LABELS[:10], loss="cross_entropy", training=True)
