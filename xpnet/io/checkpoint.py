@@ -32,6 +32,7 @@ import os
 import secrets
 import stat
 import struct
+import warnings
 import zipfile
 
 import numpy as np
@@ -40,7 +41,7 @@ from numpy.lib import format as npy_format
 from .. import checks
 from ..interrupts import protected
 from ..nn import optim as optimizers
-from ..nn.layers import Layer, check_chain, from_spec, spec_of
+from ..nn.layers import Layer, check_chain, from_spec, spec_of, unregistered
 
 FORMAT, VERSION = "xpnet", 1
 _META = "__xpnet__"
@@ -115,6 +116,7 @@ def save(model, path) -> None:
     path = checks.path("save", "path", path)
     if not path.endswith(".npz"):
         raise ValueError(f"save: checkpoint path must end in .npz; got {path!r}")
+    _warn_unregistered(model, path)
     try:
         arrays = _payload(model)
         _check_loadable(arrays, path)
@@ -123,6 +125,16 @@ def save(model, path) -> None:
             _write_atomically(path, raw)
     except OSError as exc:
         raise _about(path, exc) from exc
+
+
+def _warn_unregistered(model, path: str) -> None:
+    """Saving works for any layer, but ``load`` rebuilds only registered ones: say so now,
+    not when the file is needed."""
+    for where, layer in unregistered(model.layers):
+        kind = type(layer).__name__
+        warnings.warn(f"save: {path!r}: layer {where} ({kind}) is not a registered layer type, "
+                      f"so load will refuse this file until @xn.register_layer (or "
+                      f"xn.register_layer({kind})) has run", UserWarning, stacklevel=4)
 
 
 def _check_loadable(arrays: dict[str, np.ndarray], path: str) -> None:

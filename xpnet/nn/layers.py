@@ -388,6 +388,13 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     return cls
 
 
+def unregistered(layers) -> list[tuple[str, Layer]]:
+    """``(path, layer)`` of every layer (blocks' too) that ``load`` could not rebuild: its
+    class is not the one registered under its name."""
+    return [(path, layer) for path, layer in walk(layers)
+            if LAYERS.get(type(layer).__name__) is not type(layer)]
+
+
 def from_config(kind: str, config: dict, depth: int = 0) -> Layer:
     """Rebuild a layer from its type name and ``config()`` (used by ``load``)."""
     if kind not in LAYERS:
