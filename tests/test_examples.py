@@ -115,3 +115,13 @@ def test_learning_rate_figure_is_written(tmp_path):
 def test_every_example_has_a_main_and_a_backend_flag(name):
     source = (EXAMPLES / f"{name}.py").read_text()
     assert "--backend" in source and callable(example(name).main)
+
+
+def test_the_mnist1d_residual_mlp_learns_and_agrees_with_torch():
+    pytest.importorskip("mnist1d", reason="the mnist1d extra is not installed")
+    pytest.importorskip("torch")
+    # 400 of the paper's 6000 updates: well above chance (10 %) already
+    result = example("mnist1d").main(seeds=(0,), steps=400, verbose=False)
+    assert result["xpnet"][0] > 0.45
+    # the same initial weights and batches: the two frameworks end close together
+    assert abs(result["xpnet"][0] - result["torch"][0]) < 0.05

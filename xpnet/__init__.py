@@ -18,6 +18,7 @@ from .data import DataError
 from .io.checkpoint import CheckpointError
 from .io.export import export_onnx
 from .model import ModelError, Sequential, load, mlp
+from .nn.blocks import Residual
 from .nn.layers import (
     GELU,
     Dense,
@@ -31,6 +32,7 @@ from .nn.layers import (
     Tanh,
     register_layer,
 )
+from .nn.norm import BatchNorm, LayerNorm
 from .nn.optim import SGD, Adam, Optimizer
 from .train.callbacks import (
     Callback,
@@ -65,6 +67,8 @@ __all__ = [
     "LossScale",
     # CPU threads of NumPy's BLAS and torch
     "get_num_threads", "set_num_threads",
+    # blocks and normalisation
+    "BatchNorm", "LayerNorm", "Residual",
     # many processes (mpi4py is imported by distributed.init only)
     "distributed",
 ]

@@ -22,15 +22,19 @@ from .io import checkpoint
 from .io import state_dict as torch_layout
 from .nn import losses
 from .nn import optim as optimizers
+from .nn.blocks import Residual
 from .nn.buffers import Buffer, Layout
 from .nn.layers import (
-    RELU_FAMILY,
     Dense,
     Dropout,
     Layer,
     ModelError,
     Pass,
     activation,
+    chain_in_width,
+    check_chain,
+    default_inits,
+    walk,
     width_of,
 )
 from .train import loop
@@ -58,7 +62,7 @@ class Sequential:
         for i, layer in enumerate(layers):
             _check_layer(i, layer)
         self.layers: list[Layer] = list(layers)
-        self._check_widths()
+        check_chain(self.layers, None)
         self.seed = checks.integer("Sequential", "seed", seed, 0, allow_none=True)
         if precision is None and dtype is None and backend is None:
             precision = backends.default_precision()
@@ -77,23 +81,21 @@ class Sequential:
         self.layout = Layout(self.param_shapes())
         source = self._init_host() if params is None else params
         self.parameters = self._stage(source, "Sequential(params=...)")
+        # layer state (BatchNorm's running statistics): one array per name, never flat
+        self._state_keys = [[(k, f"{i}.{k}") for k in layer.state_shapes()]
+                            for i, layer in enumerate(self.layers)]
+        self.state_shapes = {full: self.layers[i].state_shapes()[k]
+                             for i, keys in enumerate(self._state_keys) for k, full in keys}
+        self._state = self._stage_state(
+            {f"{i}.{k}": v.astype(self.backend.dtype_name)
+             for i, layer in enumerate(self.layers) for k, v in layer.init_state().items()},
+            "Sequential")
 
     # ------------------------------------------------------------------ structure
-    def _check_widths(self) -> None:
-        width = None
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, Dense) and width is not None and layer.n_in != width:
-                raise ModelError(
-                    f"layer {i} (Dense) expects {layer.n_in} inputs but the layer before "
-                    f"gives {width}"
-                )
-            width = layer.out_width(width)
-
     @property
     def n_in(self) -> int | None:
-        """Input width (from the first Dense layer)."""
-        first = next((layer for layer in self.layers if isinstance(layer, Dense)), None)
-        return None if first is None else first.n_in
+        """Input width (from the first layer that requires one, such as a Dense)."""
+        return chain_in_width(self.layers)
 
     @property
     def n_out(self) -> int | None:
@@ -112,7 +114,7 @@ class Sequential:
     def dense_widths(self) -> list[int]:
         """The inputs, then each Dense layer's output width: the MLP whose training
         ``backend.memory.check_fits`` estimates (empty without a Dense layer)."""
-        dense = [layer for layer in self.layers if isinstance(layer, Dense)]
+        dense = [layer for _, layer in walk(self.layers) if isinstance(layer, Dense)]
         return [dense[0].n_in, *(layer.n_out for layer in dense)] if dense else []
 
     @property
@@ -125,15 +127,8 @@ class Sequential:
         return widths
 
     def _first_layer_name(self) -> str:
-        i = next((i for i, layer in enumerate(self.layers) if isinstance(layer, Dense)), 0)
+        i = next((i for i, layer in enumerate(self.layers) if layer.in_width() is not None), 0)
         return f"{i} ({type(self.layers[i]).__name__})"
-
-    def _default_init(self, i: int) -> str:
-        for nxt in self.layers[i + 1:]:
-            if isinstance(nxt, Dropout):
-                continue
-            return "he" if isinstance(nxt, RELU_FAMILY) else "glorot"
-        return "glorot"
 
     def _layers_with_parameters(self) -> list[tuple[str, int]]:
         """(the layer named with its index, type and widths, its number of parameters)."""
@@ -149,8 +144,9 @@ class Sequential:
     def _init_host(self) -> dict:
         rng = data.host_rng(self.seed)
         out = {}
-        for i, layer in enumerate(self.layers):
-            for name, value in layer.init_params(rng, self._default_init(i)).items():
+        for i, (layer, scheme) in enumerate(zip(self.layers, default_inits(self.layers),
+                                                strict=True)):
+            for name, value in layer.init_params(rng, scheme).items():
                 out[f"{i}.{name}"] = value.astype(self.backend.dtype_name)
         return out
 
@@ -219,9 +215,52 @@ class Sequential:
         torch_layout.load_state_dict(self, state_dict, format)
         return self
 
+    @property
+    def state(self) -> dict:
+        """Ordered ``{"2.running_mean": array, ...}``: the layers' state (not parameters: no
+        optimizer sees it), on the model's backend (live arrays; empty for most models)."""
+        return dict(self._state)
+
+    def set_state(self, mapping) -> Sequential:
+        """Replace the layers' state from NumPy or backend arrays; names and shapes are
+        validated first."""
+        self._state = self._stage_state(mapping, "set_state")
+        return self
+
+    def _stage_state(self, mapping, what: str) -> dict:
+        """Copies of ``mapping`` on the model's backend, every name and shape validated."""
+        if not isinstance(mapping, Mapping):
+            raise TypeError(f"{what}: state must be a mapping of names to arrays (such as "
+                            f"model.state); got {type(mapping).__name__}")
+        mapping = dict(mapping)
+        expected = self.state_shapes
+        unknown = sorted(set(mapping) - set(expected))
+        missing = sorted(set(expected) - set(mapping))
+        if unknown or missing:
+            raise ModelError(f"{what}: unknown state names {unknown}, missing state names "
+                             f"{missing}; expected {list(expected)}")
+        staged = {}
+        for name, shape in expected.items():
+            value = data.parameter(self.backend, mapping[name], f"{what}: {name}", copy=True)
+            if tuple(value.shape) != shape:
+                raise ModelError(f"{what}: {name} has shape {tuple(value.shape)}, expected "
+                                 f"{shape}")
+            staged[name] = value
+        return staged
+
+    def commit_state(self, new_state: dict) -> None:
+        """Take the state a training pass computed (``forward(state_out=...)``): what the
+        training step calls once its update is made."""
+        if new_state:
+            self._state = {**self._state, **new_state}
+
     def snapshot(self, optimizer: bool = False) -> dict:
-        """Device copies of the parameters (and optimizer state): a restore point."""
-        snap: dict[str, Any] = {"params": self.parameters.copy(self.backend)}
+        """Device copies of the parameters and layer state (and optimizer state): a restore
+        point."""
+        xp = self.backend.xp
+        snap: dict[str, Any] = {"params": self.parameters.copy(self.backend),
+                                "state": {k: xp.asarray(v, copy=True)
+                                          for k, v in self._state.items()}}
         if optimizer and self.optimizer is not None:
             xp = self.backend.xp
             snap["optimizer"] = ({k: xp.asarray(v, copy=True)
@@ -232,6 +271,9 @@ class Sequential:
     def restore(self, snap: dict) -> None:
         """Return to a ``snapshot()`` (copied again, so the snapshot can be reused)."""
         self.parameters = snap["params"].copy(self.backend)
+        xp = self.backend.xp
+        if "state" in snap:
+            self._state = {k: xp.asarray(v, copy=True) for k, v in snap["state"].items()}
         if "optimizer" in snap and self.optimizer is not None:
             xp = self.backend.xp
             state, iterations = snap["optimizer"]
@@ -240,8 +282,9 @@ class Sequential:
 
     def to(self, name=None, device: Any = None, dtype: str | None = None,
            precision: str | None = None) -> Sequential:
-        """Move parameters and optimizer state to another backend/device/dtype, or change the
-        precision (default: keep it, where the target can compute in it); returns self."""
+        """Move parameters, layer state and optimizer state to another backend/device/dtype,
+        or change the precision (default: keep it, where the target can compute in it);
+        returns self."""
         if precision is None and dtype is None:
             precision = self.precision.name if self.precision.mixed else None
         target = backends.resolve(self.backend if name is None else name, device,
@@ -256,7 +299,9 @@ class Sequential:
         if self.optimizer is not None:
             state = {k: move(v) for k, v in self.optimizer.state_arrays().items()}
             self.optimizer.load_state_arrays(state, self.optimizer.iterations)
-        self.parameters, self.backend, self.precision = parameters, target, new_precision
+        state = {k: move(v) for k, v in self._state.items()}
+        self.parameters, self._state, self.backend = parameters, state, target
+        self.precision = new_precision
         return self
 
     # ------------------------------------------------------------------ passes
@@ -266,12 +311,17 @@ class Sequential:
         return self.backend.kernels
 
     def forward(self, X, params: dict | None = None, training: bool = False, rng=None,
-                grads_out: dict | None = None, kernels=None):
+                grads_out: dict | None = None, kernels=None, state: dict | None = None,
+                state_out: dict | None = None):
         """Run every layer; returns ``(Y, backprops)`` (one closure per layer).
 
         ``grads_out`` (name -> array) is where the backward pass may write each parameter's
-        gradient (the training step's flat gradient buffer).
+        gradient (the training step's flat gradient buffer). ``state`` (default: the
+        model's) is the layers' state the pass reads; a training pass puts the new state
+        into ``state_out`` when given (the model's own is never changed here: the training
+        step commits it with ``commit_state`` after the update).
         """
+        state = self._state if state is None else state
         per_layer = self._per_layer(self.parameters.arrays if params is None else params)
         grads_per_layer = None if grads_out is None else self._per_layer(grads_out)
         ctx = Pass(self.backend.xp, self.backend, training, rng,
@@ -281,7 +331,13 @@ class Sequential:
             # a Dense output is a temporary nothing else holds: the next layer may overwrite it
             ctx.fresh = i > 0 and type(self.layers[i - 1]) is Dense
             ctx.grads_out = None if grads_per_layer is None else grads_per_layer[i]
+            keys = self._state_keys[i]
+            ctx.state = {k: state[full] for k, full in keys} if keys else None
+            ctx.state_out = {} if keys and state_out is not None else None
             X, back = layer.forward(per_layer[i], X, ctx)
+            if ctx.state_out:
+                state_out.update({full: ctx.state_out[k] for k, full in keys
+                                  if k in ctx.state_out})
             backprops.append(back)
         return X, backprops
 
@@ -351,8 +407,10 @@ class Sequential:
         xp = self.backend.xp
         low = backends.compute(self.backend, self.precision.compute_dtype)
         params = {k: xp.astype(v, low.dtype) for k, v in self.parameters.arrays.items()}
+        state = {k: xp.astype(v, low.dtype) for k, v in self._state.items()}
         return lambda X: xp.astype(self.forward(xp.astype(X, low.dtype), params=params,
-                                                kernels=low.kernels)[0], self.backend.dtype)
+                                                kernels=low.kernels, state=state)[0],
+                                   self.backend.dtype)
 
     def loss_and_grads(self, X, y, loss: str = "mse") -> tuple[float, dict]:
         """The loss and the gradient of every parameter on one batch, without updating."""
@@ -409,6 +467,7 @@ def load(path, backend=None, device=None, dtype: str | None = None,
         model = Sequential(*contents.layers, seed=contents.seed, backend=target,
                            dtype=None if precision else dtype or contents.dtype,
                            params=contents.params, precision=precision)
+        model.set_state(contents.layer_state)
         if contents.optimizer is not None:
             state = {k: model.backend.asarray(v) for k, v in contents.state.items()}
             contents.optimizer.load_state_arrays(state, contents.iterations)
@@ -425,21 +484,27 @@ def load(path, backend=None, device=None, dtype: str | None = None,
 
 def mlp(sizes, activation: str = "relu", output_activation: str | None = None,
         dropout: float = 0.0, seed: int | None = 0, backend=None, dtype: str | None = None,
-        init: str | None = None, precision: str | None = None) -> Sequential:
+        init: str | None = None, residual: bool = False,
+        precision: str | None = None) -> Sequential:
     """A multilayer perceptron: Dense layers of ``sizes`` with ``activation`` between them.
 
     The output is linear (logits) unless ``output_activation`` is given. ``dropout`` > 0
-    adds a Dropout after every hidden activation. ``precision`` as for ``Sequential``.
+    adds a Dropout after every hidden activation. ``residual=True`` makes every hidden
+    layer as wide as its input a block ``Residual(Dense, activation[, Dropout])``: ``h +
+    act(Dense(h))``, the residual MLP of MNIST-1D. ``precision`` as for ``Sequential``.
     """
     sizes = _mlp_sizes(sizes)
+    residual = checks.boolean("mlp", "residual", residual)
     layers: list[Layer] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(Dense(n_in, n_out, init=init))
         if i < len(sizes) - 2:
-            layers.append(_activation(activation))
+            hidden = [Dense(n_in, n_out, init=init), _activation(activation)]
             if dropout:
-                layers.append(Dropout(dropout))
-        elif output_activation is not None:
+                hidden.append(Dropout(dropout))
+            layers += [Residual(*hidden)] if residual and n_in == n_out else hidden
+            continue
+        layers.append(Dense(n_in, n_out, init=init))
+        if output_activation is not None:
             layers.append(_activation(output_activation))
     return Sequential(*layers, seed=seed, backend=backend, dtype=dtype, precision=precision)
 

@@ -67,6 +67,8 @@ def _float64_copy(model):
     twin = Sequential(*copy.deepcopy(model.layers), seed=model.seed, backend=target)
     twin.set_params({k: model.backend.to_numpy(v).astype(np.float64)
                      for k, v in model.params.items()})
+    twin.set_state({k: model.backend.to_numpy(v).astype(np.float64)
+                    for k, v in model.state.items()})
     return twin
 
 
@@ -79,12 +81,14 @@ def _entries(shape, max_entries, rng) -> list[tuple]:
 
 
 def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: float = 1e-5,
-                max_entries: int | None = 64, seed: int = 0, raise_error: bool = True
-                ) -> GradReport:
+                max_entries: int | None = 64, seed: int = 0, raise_error: bool = True,
+                training: bool = False) -> GradReport:
     """Check ``model``'s analytic gradients against float64 central finite differences.
 
     Runs on a float64 copy (the model itself is not touched), in inference mode (Dropout
-    off). Per parameter the error is ``max|analytic - numeric| / max(max|analytic|,
+    off, BatchNorm on its running statistics) unless ``training``: then every pass runs in
+    training mode with the same Dropout masks (drawn from ``seed``) and batch statistics.
+    Per parameter the error is ``max|analytic - numeric| / max(max|analytic|,
     max|numeric|, 1e-12)`` over up to ``max_entries`` entries (drawn with ``seed``; None
     checks all). Raises AssertionError naming the worst parameter, its entry and both
     values when that error exceeds ``tolerance`` (unless ``raise_error=False``).
@@ -97,12 +101,18 @@ def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: fl
     max_entries = checks.integer("check_grads", "max_entries", max_entries, 1, allow_none=True)
     seed = checks.integer("check_grads", "seed", seed, 0)
     raise_error = checks.boolean("check_grads", "raise_error", raise_error)
+    training = checks.boolean("check_grads", "training", training)
     entry = losses.resolve(loss)
     twin = _float64_copy(model)
     Xd = twin.device_inputs(X)
     Td = twin.device_targets(y, entry, Xd)
     xp, backend = twin.backend.xp, twin.backend
-    Y, backprops = twin.forward(Xd)
+
+    def forward(params=None):  # a new RNG each pass: the same masks every time
+        return twin.forward(Xd, params, training=training,
+                            rng=np.random.default_rng(seed) if training else None)
+
+    Y, backprops = forward()
     grads = twin.backward(entry(xp, Y, Td)[1], backprops)
     host = {k: backend.to_numpy(v).copy() for k, v in twin.params.items()}
     rng = np.random.default_rng(seed)
@@ -110,7 +120,7 @@ def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: fl
     def objective(name, value):
         params = dict(twin.params)
         params[name] = backend.asarray(value)
-        return float(entry(xp, twin.forward(Xd, params)[0], Td)[0])
+        return float(entry(xp, forward(params)[0], Td)[0])
 
     errors, checked, worst = {}, {}, (None, -1.0, (), 0.0, 0.0)
     for name, base in host.items():
@@ -188,7 +198,9 @@ def _train(build, label, dtype, X, y, loss, make_opt, steps, batch_size, seed) -
                              "backend argument")
         model.fit(X, y, loss=loss, optimizer=make_opt(), epochs=steps, batch_size=batch_size,
                   seed=seed)
-        return {k: model.backend.to_numpy(v).astype(np.float64) for k, v in model.params.items()}
+        # the layers' state (BatchNorm's running statistics) is compared with the parameters
+        arrays = {**model.params, **model.state}
+        return {k: model.backend.to_numpy(v).astype(np.float64) for k, v in arrays.items()}
 
 
 def _parity_backends(backends) -> list[str]:

@@ -32,6 +32,7 @@ import os
 import secrets
 import stat
 import struct
+import warnings
 import zipfile
 
 import numpy as np
@@ -41,7 +42,7 @@ from .. import checks
 from ..backend.table import PRECISIONS
 from ..interrupts import protected
 from ..nn import optim as optimizers
-from ..nn.layers import Layer, from_config
+from ..nn.layers import Layer, check_chain, from_spec, spec_of, unregistered
 
 FORMAT, VERSION = "xpnet", 1
 _META = "__xpnet__"
@@ -84,11 +85,11 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 
 def _payload(model) -> dict[str, np.ndarray]:
     arrays = {f"param/{k}": model.backend.to_numpy(v) for k, v in model.params.items()}
+    arrays.update({f"state/{k}": model.backend.to_numpy(v) for k, v in model.state.items()})
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "layers": [{"type": type(layer).__name__, "config": layer.config()}
-                   for layer in model.layers],
+        "layers": [spec_of(layer) for layer in model.layers],
         "seed": model.seed,
         "dtype": model.backend.dtype_name,
         "precision": model.precision.name,
@@ -118,6 +119,7 @@ def save(model, path) -> None:
     path = checks.path("save", "path", path)
     if not path.endswith(".npz"):
         raise ValueError(f"save: checkpoint path must end in .npz; got {path!r}")
+    _warn_unregistered(model, path)
     try:
         arrays = _payload(model)
         _check_loadable(arrays, path)
@@ -126,6 +128,16 @@ def save(model, path) -> None:
             _write_atomically(path, raw)
     except OSError as exc:
         raise _about(path, exc) from exc
+
+
+def _warn_unregistered(model, path: str) -> None:
+    """Saving works for any layer, but ``load`` rebuilds only registered ones: say so now,
+    not when the file is needed."""
+    for where, layer in unregistered(model.layers):
+        kind = type(layer).__name__
+        warnings.warn(f"save: {path!r}: layer {where} ({kind}) is not a registered layer type, "
+                      f"so load will refuse this file until @xn.register_layer (or "
+                      f"xn.register_layer({kind})) has run", UserWarning, stacklevel=4)
 
 
 def _check_loadable(arrays: dict[str, np.ndarray], path: str) -> None:
@@ -235,6 +247,7 @@ class _Contents:
     dtype: str
     precision: str  # what the model computed in: "float32", ..., "mixed-float16"
     params: dict[str, np.ndarray]  # "0.W" -> array
+    layer_state: dict[str, np.ndarray]  # "2.running_mean" -> array (BatchNorm's statistics)
     optimizer: optimizers.Optimizer | None  # configured, without state
     state: dict[str, np.ndarray]  # "0.W/m" -> array (empty before the first step)
     iterations: int
@@ -272,7 +285,7 @@ class _Declared:
     optimizer: optimizers.Optimizer | None
     iterations: int
     digest: str
-    shapes: dict[str, tuple[int, ...]]  # "param/0.W" or "opt/0.W/m" -> shape
+    shapes: dict[str, tuple[int, ...]]  # "param/0.W", "state/2.running_mean", "opt/0.W/m"
 
     @property
     def nbytes(self) -> int:
@@ -302,6 +315,8 @@ def _read(path: str) -> _Contents:
         layers=declared.layers, seed=declared.seed, dtype=declared.dtype.name,
         precision=declared.precision,
         params={k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")},
+        layer_state={k[len("state/"):]: v for k, v in arrays.items()
+                     if k.startswith("state/")},
         optimizer=declared.optimizer,
         state={k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")},
         iterations=declared.iterations, nbytes=declared.nbytes)
@@ -479,9 +494,9 @@ def _array_name(info: zipfile.ZipInfo, size: int, path: str) -> str:
     if not name.endswith(".npy"):
         raise CheckpointError(f"{path!r}: member {name!r} is not a .npy array")
     array = name[:-len(".npy")]
-    if array != _META and not array.startswith(("param/", "opt/")):
+    if array != _META and not array.startswith(("param/", "state/", "opt/")):
         raise CheckpointError(f"{path!r}: unexpected member {name!r} (a checkpoint holds "
-                              f"{_META}.npy, param/*.npy and opt/*.npy only)")
+                              f"{_META}.npy, param/*.npy, state/*.npy and opt/*.npy only)")
     if info.flag_bits & 0x1:
         raise CheckpointError(f"{path!r}: member {name!r} is encrypted")
     if info.compress_type != zipfile.ZIP_STORED:
@@ -555,11 +570,16 @@ def _layers(specs, path: str) -> list[Layer]:
         if (not isinstance(spec, dict) or set(spec) != {"type", "config"}
                 or not isinstance(spec["type"], str) or not isinstance(spec["config"], dict)):
             raise CheckpointError(f"{path!r}: layer {i} must be {{'type': str, 'config': "
-                                  f"dict}}; got {spec!r}")
+                                  f"dict}}; got {_short(spec)}")
         try:
-            layers.append(from_config(spec["type"], spec["config"]))
+            layers.append(from_spec(spec, str(i)))
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path!r}: layer {i} ({spec['type']}): {exc}") from None
+    try:  # before any array is read: the widths decide the shapes the file must hold
+        check_chain(layers, None)
+    except ValueError as exc:
+        raise CheckpointError(f"{path!r} declares layers that do not fit together: "
+                              f"{exc}") from None
     return layers
 
 
@@ -606,10 +626,13 @@ def _optimizer(spec, path: str) -> tuple[optimizers.Optimizer | None, int]:
 
 
 def _array_shapes(layers: list[Layer], optimizer) -> dict[str, tuple[int, ...]]:
-    """Every array the architecture implies, by name: parameters, then optimizer state."""
+    """Every array the architecture implies, by name: parameters, layer state, then
+    optimizer state."""
     params = {f"{i}.{k}": tuple(s) for i, layer in enumerate(layers)
               for k, s in layer.param_shapes().items()}
     shapes = {f"param/{k}": s for k, s in params.items()}
+    shapes.update({f"state/{i}.{k}": tuple(s) for i, layer in enumerate(layers)
+                   for k, s in layer.state_shapes().items()})
     if optimizer is not None:
         shapes.update({f"opt/{k}/{slot}": s for k, s in params.items()
                        for slot in optimizer.slot_names()})
@@ -619,7 +642,7 @@ def _array_shapes(layers: list[Layer], optimizer) -> dict[str, tuple[int, ...]]:
 def _check_inventory(declared: _Declared, members: dict, path: str) -> _Declared:
     """The members are exactly the declared arrays (optimizer state: all of it, or none)."""
     present = set(members) - {_META}
-    params = {k for k in declared.shapes if k.startswith("param/")}
+    params = {k for k in declared.shapes if k.startswith(("param/", "state/"))}
     state = {k for k in declared.shapes if k.startswith("opt/")}
     held_state = {k for k in present if k.startswith("opt/")}
     if held_state and declared.optimizer is None:
@@ -628,7 +651,8 @@ def _check_inventory(declared: _Declared, members: dict, path: str) -> _Declared
     unexpected = present - params - state
     if unexpected:
         raise CheckpointError(f"{path!r}: unexpected members {_listed(unexpected)}: the "
-                              "declared model has no such parameter or optimizer state")
+                              "declared model has no such parameter, layer state or "
+                              "optimizer state")
     if params - present:
         raise CheckpointError(f"{path!r}: missing members {_listed(params - present)} that "
                               "the declared layers need")
@@ -797,6 +821,8 @@ def _owner(member: str, declared: _Declared) -> str:
     array = member[:-len(".npy")]
     index = int(array.split("/")[1].split(".")[0])
     layer = f"layer {index} ({type(declared.layers[index]).__name__})"
+    if array.startswith("state/"):
+        return f"state of {layer}"
     return f"optimizer state of {layer}" if array.startswith("opt/") else layer
 
 

@@ -44,6 +44,8 @@ class Pass:
     kernels: Any = None  # backend.kernels: the hot operations (portable when None)
     fresh: bool = False  # X is a temporary the model owns: the layer may overwrite it
     grads_out: dict | None = None  # where this layer may write its parameter gradients
+    state: dict | None = None  # this layer's state (running statistics) by local name
+    state_out: dict | None = None  # where a training pass puts the layer's new state
 
     def __post_init__(self):
         if self.kernels is None:
@@ -77,6 +79,41 @@ class Layer:
     def init_params(self, rng, default_init: str) -> dict:
         """Host (NumPy) initial values drawn from ``rng``; ``default_init`` names the scheme."""
         return {}
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{local name: shape}`` of the layer's state: arrays a training pass changes that
+        are not parameters (BatchNorm's running statistics). The model keeps them (saved,
+        moved by ``to()``, never seen by the optimizer); ``forward`` reads them from
+        ``ctx.state`` and, in training, writes new values into ``ctx.state_out`` when that
+        is not None, so that the pass stays a pure function (the traced step threads them)."""
+        return {}
+
+    def init_state(self) -> dict:
+        """Host (NumPy) initial values of the state (same names as ``state_shapes``)."""
+        return {}
+
+    def in_width(self) -> int | None:
+        """The input width the layer requires (None: any)."""
+        return None
+
+    def sublayers(self) -> tuple[Layer, ...]:
+        """The layers a block is made of (none for a plain layer)."""
+        return ()
+
+    def check_width(self, width: int | None, path: str) -> int | None:
+        """The output width for an input of ``width``, after checking the layer accepts it;
+        ``path`` ("2", or "1.0" inside a block) is what the error names."""
+        need = self.in_width()
+        if need is not None and width is not None and need != width:
+            raise ModelError(f"layer {path} ({type(self).__name__}) expects {need} inputs but "
+                             f"the layer before gives {width}")
+        return self.out_width(width)
+
+    @classmethod
+    def from_config(cls, config: dict, depth: int = 0) -> Layer:
+        """The layer ``config()`` describes (``load`` calls it; ``depth`` is how deeply the
+        layer is nested in blocks, which a block checks against ``MAX_DEPTH``)."""
+        return cls(**config)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -124,6 +161,9 @@ class Dense(Layer):
 
     def out_width(self, width):
         return self.n_out
+
+    def in_width(self):
+        return self.n_in
 
     def forward(self, params, X, ctx):
         kernels, W, out = ctx.kernels, params["W"], ctx.grads_out or {}
@@ -348,9 +388,82 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     return cls
 
 
-def from_config(kind: str, config: dict) -> Layer:
+def unregistered(layers) -> list[tuple[str, Layer]]:
+    """``(path, layer)`` of every layer (blocks' too) that ``load`` could not rebuild: its
+    class is not the one registered under its name."""
+    return [(path, layer) for path, layer in walk(layers)
+            if LAYERS.get(type(layer).__name__) is not type(layer)]
+
+
+def from_config(kind: str, config: dict, depth: int = 0) -> Layer:
     """Rebuild a layer from its type name and ``config()`` (used by ``load``)."""
     if kind not in LAYERS:
         raise ValueError(f"unknown layer type {kind!r}; known: {', '.join(LAYERS)}; a layer "
-                         "of your own must be registered first with xn.register_layer(cls)")
-    return LAYERS[kind](**config)
+                         "of your own must be registered first: decorate its class with "
+                         "@xn.register_layer (or call xn.register_layer(cls)) before load")
+    return LAYERS[kind].from_config(config, depth)
+
+
+def spec_of(layer: Layer) -> dict:
+    """``{"type": name, "config": config()}``: how a checkpoint describes a layer."""
+    return {"type": type(layer).__name__, "config": layer.config()}
+
+
+MAX_DEPTH = 8  # blocks nested in blocks, as a checkpoint may declare them (an MLP needs 1-2)
+
+
+def from_spec(spec, path: str, depth: int = 0) -> Layer:
+    """A layer from ``spec_of``'s dict, checked; ``path`` ("1.0") is what errors name."""
+    if (not isinstance(spec, dict) or set(spec) != {"type", "config"}
+            or not isinstance(spec["type"], str) or not isinstance(spec["config"], dict)):
+        raise ValueError(f"layer {path} must be {{'type': str, 'config': dict}}; got "
+                         f"{_cut(repr(spec))}")
+    if depth > MAX_DEPTH:
+        raise ValueError(f"layer {path} is nested {depth} blocks deep; at most {MAX_DEPTH}")
+    try:
+        return from_config(spec["type"], spec["config"], depth)
+    except TypeError as exc:
+        raise ValueError(f"layer {path} ({spec['type']}): {exc}") from None
+
+
+def _cut(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def walk(layers, prefix: str = ""):
+    """``(path, layer)`` for every layer, blocks' own layers included ("1", "1.0", ...)."""
+    for i, layer in enumerate(layers):
+        path = f"{prefix}{i}"
+        yield path, layer
+        yield from walk(layer.sublayers(), path + ".")
+
+
+def check_chain(layers, width: int | None, prefix: str = "") -> int | None:
+    """The output width of ``layers`` applied in order to ``width`` inputs, each checked."""
+    for i, layer in enumerate(layers):
+        width = layer.check_width(width, f"{prefix}{i}")
+    return width
+
+
+def chain_in_width(layers) -> int | None:
+    """The input width the first layer that requires one asks for (None: any)."""
+    for layer in layers:
+        need = layer.in_width()
+        if need is not None:
+            return need
+    return None
+
+
+def default_inits(layers, after: str = "glorot") -> list[str]:
+    """Each layer's default initialiser: He before a ReLU-family activation (Dropout
+    skipped), Glorot otherwise; ``after`` for a layer that ends the chain."""
+    out = []
+    for i in range(len(layers)):
+        scheme = after
+        for nxt in layers[i + 1:]:
+            if isinstance(nxt, Dropout):
+                continue
+            scheme = "he" if isinstance(nxt, RELU_FAMILY) else "glorot"
+            break
+        out.append(scheme)
+    return out

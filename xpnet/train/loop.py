@@ -24,7 +24,7 @@ from ..distributed import GradientAllReduce, ShardedRNG, shard
 from ..interrupts import deferred_interrupts
 from ..nn import losses
 from ..nn import optim as optimizers
-from ..nn.layers import ModelError, Sigmoid, Softmax
+from ..nn.layers import ModelError, Sigmoid, Softmax, walk
 from . import graphs as graphs_
 from . import metrics
 from .callbacks import Callback, History, TerminateOnNaN
@@ -111,6 +111,8 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     Xd, Td, val = _device_data(model, X, y, entry, validation_data, validation_split)
     _check_memory(model, opt, batch_size, Xd.shape[0])
     comm = _communicator(comm)
+    if comm is not None:
+        _refuse_layer_state(model)
     reducer = None if comm is None else GradientAllReduce(comm, model.backend)
     hooks = () if reducer is None else [reducer]
     capture = graphs_.wanted("fit", graphs, model, entry, opt, hooks)
@@ -131,6 +133,19 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
                rng, shuffle, history, comm, reducer)
     with explaining_out_of_memory(model, "fit", batch_size, Xd.shape[0]):
         return _train(run)
+
+
+def _refuse_layer_state(model) -> None:
+    """Data-parallel training equals one process only for layers without state: a
+    BatchNorm on each shard would normalise by, and keep, that shard's statistics, not the
+    global batch's (that needs an all-reduce inside the forward pass: a SyncBatchNorm)."""
+    for path, layer in walk(model.layers):
+        if layer.state_shapes() and not layer.sublayers():
+            raise ModelError(
+                f"fit(comm=...): layer {path} ({type(layer).__name__}) keeps state computed "
+                "from each batch, which over many processes would be each shard's, not the "
+                "global batch's (xpnet has no synchronised BatchNorm); use LayerNorm, or "
+                "train in one process")
 
 
 def _host_rng(seed):

@@ -72,6 +72,7 @@ class Step:
         self.value = None  # the batch's loss while the hooks run
         self.skip = False  # a hook's verdict: leave this batch's update out
         self.skipped = 0  # updates left out (loss-scale overflows)
+        self.new_state = None  # the layers' state computed by the last forward pass
         self._traced = None
         if backend.can_trace and not self.grad_hooks and self.mixed is None:
             self._traced = traced.compiled_step(model, self.loss, optimizer)
@@ -90,14 +91,17 @@ class Step:
     def loss_and_grads(self, X, T, rng=None, weights=None):
         """Forward, loss and backward on one batch: ``(loss, grads by name)``, no update.
 
-        On flat backends the gradients are views of ``self.grads`` (reused every step).
+        On flat backends the gradients are views of ``self.grads`` (reused every step). The
+        layers' new state (BatchNorm's running statistics) waits in ``self.new_state`` for
+        the update to commit it.
         """
         model = self.model
         if self.mixed is not None:
             return self._mixed_loss_and_grads(X, T, rng, weights)
         out = None if self.grads is None else self.grads.arrays
+        self.new_state = {} if model.state_shapes else None
         Y, backprops = model.forward(X, training=True, rng=rng, grads_out=out,
-                                     kernels=self.kernels)
+                                     kernels=self.kernels, state_out=self.new_state)
         value, dY = self.loss.value_and_grad(self.kernels, model.backend.xp, Y, T, weights)
         return value, model.backward(dY, backprops, grads_out=out)
 
@@ -111,9 +115,15 @@ class Step:
         model, mixed = self.model, self.mixed
         xp = model.backend.xp
         low_out = None if mixed.grads is None else mixed.grads.arrays
+        # the layers' state stays float32: a training pass normalises by the batch's own
+        # statistics and only updates the running ones, which 16 bits would round away
+        self.new_state = {} if model.state_shapes else None
         Y, backprops = model.forward(mixed.cast(X), params=mixed.cast_params(model.parameters),
                                      training=True, rng=rng, grads_out=low_out,
-                                     kernels=mixed.backend.kernels)
+                                     kernels=mixed.backend.kernels, state_out=self.new_state)
+        if self.new_state:
+            self.new_state = {k: xp.astype(v, model.backend.dtype)
+                              for k, v in self.new_state.items()}
         Y32 = xp.astype(Y, model.backend.dtype)
         value, dY = self.loss.value_and_grad(self.kernels, xp, Y32, T, weights)
         if self.loss_scaler is not None:  # scaled in float32, before the cast can underflow
@@ -176,6 +186,8 @@ class Step:
         model, opt = self.model, self.optimizer
         backend = model.backend
         with atomic():  # a second Ctrl-C waits for the whole update (xpnet/interrupts.py)
+            if self.new_state:
+                model.commit_state(self.new_state)
             if self.grads is not None:  # every parameter at once, in place
                 opt.step_flat(model.parameters, self.grads, backend, self.kernels)
                 return

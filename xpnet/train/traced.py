@@ -8,7 +8,7 @@ function runs the very same code as the eager path (``forward``/``backward``, th
 ``Optimizer.step`` with ``inplace=False``); ``tests/test_jit.py`` proves the two equal.
 
 It applies by capability (``compiled_step`` returns None otherwise): a backend that can
-trace (with fast paths on), the registered layers with no active Dropout (its masks come
+trace (with fast paths on), the built-in layers and blocks with no active Dropout (its masks come
 from the host RNG), a registered loss, a registered optimizer type (exactly: a subclass may
 keep host-side state).
 
@@ -28,8 +28,8 @@ import copy
 import threading
 
 from ..interrupts import atomic
+from ..nn import blocks, losses, norm
 from ..nn import layers as layer_types
-from ..nn import losses
 from ..nn import optim as optimizers
 from ..nn.buffers import Buffer
 
@@ -45,13 +45,16 @@ def applies(model, loss: losses.Loss, optimizer) -> bool:
     return (model.backend.can_trace
             and type(optimizer) in optimizers.OPTIMIZERS.values()
             and losses.LOSSES.get(loss.name) is loss
-            and all(type(layer) in _BUILT_IN_LAYERS for layer in model.layers)
+            and all(type(layer) in _BUILT_IN_LAYERS for _, layer in layer_types.walk(model.layers))
             and not any(isinstance(layer, layer_types.Dropout) and layer.p > 0.0
-                        for layer in model.layers))
+                        for _, layer in layer_types.walk(model.layers)))
 
 
 # the layers shipped with xpnet (a registered user layer may keep host-side state)
-_BUILT_IN_LAYERS = tuple(layer_types.LAYERS.values())
+_BUILT_IN_LAYERS = (
+    layer_types.Dense, layer_types.ReLU, layer_types.LeakyReLU, layer_types.Sigmoid,
+    layer_types.Tanh, layer_types.GELU, layer_types.Softmax, layer_types.Identity,
+    layer_types.Dropout, blocks.Residual, norm.LayerNorm, norm.BatchNorm)
 
 
 def compiled_step(model, loss, optimizer):
@@ -71,10 +74,12 @@ def compiled_step(model, loss, optimizer):
         params = model.parameters.arrays
         _ensure_state(optimizer, params, xp)
         t = optimizer.iterations + 1
-        new_params, state, value = pure(params, optimizer.state, X, T, optimizer.lr, t)
-        with atomic():  # the three assignments are the update: all of them or none
+        new_params, state, value, layer_state = pure(params, optimizer.state, model.state, X, T,
+                                                     optimizer.lr, t)
+        with atomic():  # the four assignments are the update: all of them or none
             # pytrees come back with sorted keys ("10.W" before "2.W"): keep the model's order
             model.parameters = Buffer(model.layout, {k: new_params[k] for k in params})
+            model.commit_state({k: layer_state[k] for k in model.state_shapes})
             optimizer.state = {k: {s: state[k][s] for s in slots}
                                for k, slots in optimizer.state.items()}
             optimizer.iterations = t
@@ -116,16 +121,18 @@ def _build(model, loss, optimizer):
     backend = net.backend
     kernels = backend.kernels
 
-    def pure(params, state, X, T, lr, t):
+    def pure(params, state, layer_state, X, T, lr, t):
         xp = backend.xp
-        Y, backprops = net.forward(X, params=params, training=True, kernels=kernels)
+        new_layer_state: dict = {}  # the layers' state flows through: a functional update
+        Y, backprops = net.forward(X, params=params, training=True, kernels=kernels,
+                                   state=layer_state, state_out=new_layer_state)
         value, dY = loss.value_and_grad(kernels, xp, Y, T)
         grads = net.backward(dY, backprops)
         opt = opt_type.from_config(config)  # a host object for this trace only
         opt.lr, opt.iterations = lr, t - 1
         opt.state = {k: dict(slots) for k, slots in state.items()}
         new_params = opt.step(params, grads, xp, False, kernels=kernels)
-        return new_params, opt.state, value
+        return new_params, opt.state, value, new_layer_state
 
     return backend.trace(pure)
 
@@ -135,7 +142,7 @@ def _template(model):
     on the traced parameters, and the cache must not keep a user's weights alive."""
     net = copy.copy(model)
     net.layers = list(model.layers)
-    net.parameters, net.optimizer = None, None
+    net.parameters, net.optimizer, net._state = None, None, {}
     return net
 
 
