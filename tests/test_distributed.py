@@ -73,18 +73,23 @@ CASES = [  # ranks, optimizer, global batch (23 rows: a short last batch), dropo
 ]
 
 
-@needs_mpi
-@pytest.mark.parametrize("ranks, opt, batch, dropout", CASES)
-def test_many_processes_train_as_one(tmp_path, ranks, opt, batch, dropout):
-    done = _launch(ranks, tmp_path, opt, batch, int(dropout), "numpy")
-    assert done.returncode == 0, done.stderr
+def _assert_one_process_answer(files, opt, batch, dropout):
+    """Every rank's parameters bit-identical, and equal to one process's to 1e-10."""
     params, losses = _reference(opt, batch, dropout, "numpy")
-    files = [np.load(tmp_path / f"rank{r}.npz") for r in range(ranks)]
     for name, want in params.items():
         np.testing.assert_allclose(files[0][name], want, rtol=1e-10, atol=1e-12)
         for other in files[1:]:
             assert np.array_equal(other[name], files[0][name]), f"ranks differ on {name}"
     np.testing.assert_allclose(files[0]["loss"], losses, rtol=1e-10)
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks, opt, batch, dropout", CASES)
+def test_many_processes_train_as_one(tmp_path, ranks, opt, batch, dropout):
+    done = _launch(ranks, tmp_path, opt, batch, int(dropout), "numpy")
+    assert done.returncode == 0, done.stderr
+    files = [np.load(tmp_path / f"rank{r}.npz") for r in range(ranks)]
+    _assert_one_process_answer(files, opt, batch, dropout)
 
 
 @needs_mpi
@@ -212,3 +217,100 @@ def test_fit_refuses_what_is_not_a_communicator():
     net = xn.Sequential(xn.Dense(2, 1), backend="numpy")
     with pytest.raises(TypeError, match="communicator"):
         net.fit(np.zeros((4, 2)), np.zeros((4, 1)), comm=object())
+
+
+# ----------------------------------------------------------------- the torch engine
+
+
+def _torch_skip_reason() -> str | None:
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return "torch is not installed (pip install 'xpnet[torch]')"
+    return None if dist.is_available() else "this torch build has no torch.distributed"
+
+
+needs_torch_distributed = pytest.mark.skipif(_torch_skip_reason() is not None,
+                                             reason=str(_torch_skip_reason()))
+
+
+def _torchrun(ranks: int, out, *args, timeout=TIMEOUT):
+    """``torchrun --standalone`` (a free port: tests may run side by side)."""
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={ranks}", str(HERE / "torch_train.py"),
+                           str(out), *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def torch_launch(tmp_path_factory):
+    """One torchrun launch per rank count trains all of its CASES (startup costs ~7 s)."""
+    done = {}
+
+    def launched(ranks: int):
+        if ranks not in done:
+            out = tmp_path_factory.mktemp(f"torch{ranks}")
+            cases = [case for case in CASES if case[0] == ranks]
+            specs = [f"{opt}:{batch}:{int(dropout)}" for _, opt, batch, dropout in cases]
+            done[ranks] = (_torchrun(ranks, out, *specs), out, cases)
+        return done[ranks]
+
+    return launched
+
+
+@needs_torch_distributed
+@pytest.mark.parametrize("ranks, opt, batch, dropout", CASES)
+def test_the_torch_engine_trains_as_one_process(torch_launch, ranks, opt, batch, dropout):
+    done, out, cases = torch_launch(ranks)
+    assert done.returncode == 0, done.stderr
+    case = cases.index((ranks, opt, batch, dropout))
+    files = [np.load(out / f"case{case}-rank{r}.npz") for r in range(ranks)]
+    _assert_one_process_answer(files, opt, batch, dropout)
+
+
+@needs_torch_distributed
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_the_torch_engine_collectives(torch_launch, ranks):
+    done, out, _ = torch_launch(ranks)
+    assert done.returncode == 0, done.stderr
+    base, total = np.arange(6.0), sum(range(ranks))
+    for rank in range(ranks):
+        got = json.loads((out / f"collectives{rank}.json").read_text())
+        assert got["flat"] == (ranks * base + total).tolist()
+        assert got["strided"] == (ranks * base.reshape(2, 3).T).tolist()
+        assert got["frozen"] == [ranks] * 2 and got["frozen_kept"] == [1.0, 1.0]
+        assert got["tensor"] == (ranks * np.arange(4.0) + total).tolist()
+        assert got["tensor_in_place"] and got["engine"] == "torch"
+        assert got["scalar"] == total + 0.5 * ranks and got["bcast"] == {"from": 0}
+        assert got["size"] == ranks
+
+
+@needs_torch_distributed
+def test_an_error_on_one_torch_rank_ends_the_job(tmp_path):
+    began = time.monotonic()
+    done = _torchrun(2, tmp_path, "raise", timeout=90)
+    assert done.returncode != 0
+    assert "rank 1 fails on purpose" in done.stderr
+    assert time.monotonic() - began < 60  # startup included: a hang would last the timeout
+
+
+def test_the_torch_engine_outside_torchrun_says_how_to_launch(monkeypatch):
+    pytest.importorskip("torch.distributed")
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not "
+                                           "set; launch with torchrun"):
+        xn.distributed.init(engine="torch")
+
+
+def test_a_missing_torch_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match=r"pip install 'xpnet\[torch\]'"):
+        xn.distributed.init(engine="torch")
+
+
+def test_an_unknown_engine_lists_the_engines():
+    with pytest.raises(ValueError, match=r"engine must be one of \('mpi', 'nccl', 'torch'\); "
+                                         r"got 'gloo'"):
+        xn.distributed.init(engine="gloo")
