@@ -314,3 +314,31 @@ def test_an_unknown_engine_lists_the_engines():
     with pytest.raises(ValueError, match=r"engine must be one of \('mpi', 'nccl', 'torch'\); "
                                          r"got 'gloo'"):
         xn.distributed.init(engine="gloo")
+
+
+class _FakeWorld(xn.distributed.Communicator):
+    """A communicator that claims ``size`` processes (nothing is ever sent)."""
+
+    def __init__(self, size):
+        self.size = size
+
+
+@pytest.mark.parametrize("size, batch, rows", [(1, 10, 10), (4, 10, 3), (3, 10, 4),
+                                               (2, None, 12)])
+def test_the_memory_estimate_counts_one_shard_of_the_batch(monkeypatch, size, batch, rows):
+    from xpnet.train import loop
+
+    seen = []
+
+    class Estimated(Exception):
+        pass
+
+    def check_fits(backend, widths, batch_size, *args, **kwargs):
+        seen.append(batch_size)
+        raise Estimated
+
+    monkeypatch.setattr(loop, "check_fits", check_fits)
+    net = xn.Sequential(xn.Dense(3, 4), xn.ReLU(), xn.Dense(4, 1), backend="numpy")
+    with pytest.raises(Estimated):
+        net.fit(np.zeros((24, 3)), np.zeros((24, 1)), batch_size=batch, comm=_FakeWorld(size))
+    assert seen == [rows]

@@ -104,8 +104,8 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
         raise ModelError("fit: the model has no parameters (no Dense layer): nothing to train")
     _warn_if_output_squashed(model, entry)
     Xd, Td, val = _device_data(model, X, y, entry, validation_data, validation_split)
-    _check_memory(model, opt, batch_size, Xd.shape[0])
     comm = _communicator(comm)
+    _check_memory(model, opt, batch_size, Xd.shape[0], 1 if comm is None else comm.size)
     reducer = None if comm is None else GradientAllReduce(comm, model.backend)
     try:  # binds the optimizer: refused before any change
         step = Step(model, entry, opt, grad_hooks=() if reducer is None else [reducer])
@@ -175,14 +175,15 @@ def _callbacks(callbacks) -> list:
     return callbacks
 
 
-def _check_memory(model, optimizer, batch_size, n_samples: int) -> None:
+def _check_memory(model, optimizer, batch_size, n_samples: int, ranks: int = 1) -> None:
     """Refuse, before the first step allocates them, gradients, optimizer state, a batch's
-    activations and the divergence guard's snapshot that would not fit."""
+    activations and the divergence guard's snapshot that would not fit. With ``ranks``
+    processes a step holds only this process's shard: at most ceil(batch / ranks) rows."""
     widths = model.dense_widths
     if len(widths) < 2:  # only layers of the user's own: nothing the estimate describes
         return
-    check_fits(model.backend, widths, n_samples if batch_size is None else
-               min(batch_size, n_samples), len(optimizer.slot_names()), "fit",
+    batch = n_samples if batch_size is None else min(batch_size, n_samples)
+    check_fits(model.backend, widths, -(-batch // ranks), len(optimizer.slot_names()), "fit",
                advice="lower batch_size or the layer widths (the largest layer first)",
                snapshots=1, built=True)
 
