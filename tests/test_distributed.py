@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -342,3 +343,54 @@ def test_the_memory_estimate_counts_one_shard_of_the_batch(monkeypatch, size, ba
     with pytest.raises(Estimated):
         net.fit(np.zeros((24, 3)), np.zeros((24, 1)), batch_size=batch, comm=_FakeWorld(size))
     assert seen == [rows]
+
+
+# ------------------------------------------------------- Ctrl-C and timeouts (MPICH hydra)
+
+
+def _start_forever(out, what: str, **env):
+    """``mpiexec -n 2 tests/mpi_stop.py`` in its own session (as a terminal's foreground
+    job: Ctrl-C there is SIGINT to the whole group), and once both ranks are under way."""
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent), OMP_NUM_THREADS="1", **env)
+    job = subprocess.Popen([_mpiexec(), "-n", "2", sys.executable, str(HERE / "mpi_stop.py"),
+                            str(out), what], env=env, start_new_session=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    began = time.monotonic()
+    while not all((out / f"ready{rank}").exists() for rank in range(2)):
+        if job.poll() is not None or time.monotonic() - began > TIMEOUT:
+            os.killpg(job.pid, signal.SIGKILL)
+            pytest.fail(f"the job did not start: {job.communicate()[1]}")
+        time.sleep(0.05)
+    return job
+
+
+def _ends_within(job, seconds: float) -> tuple[int, str]:
+    try:
+        out, err = job.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.communicate()
+        pytest.fail(f"the job still ran {seconds} s later")
+    return job.returncode, out + err  # hydra reports on stdout
+
+
+@needs_mpi
+@pytest.mark.parametrize("target", ["the job", "one rank"])
+def test_ctrl_c_ends_the_whole_job(tmp_path, target):
+    job = _start_forever(tmp_path, "train")
+    time.sleep(0.5)  # in the middle of training
+    if target == "the job":
+        os.killpg(job.pid, signal.SIGINT)
+    else:  # rank 1 stops at its next step boundary; its excepthook aborts the rest
+        os.kill(int((tmp_path / "ready1").read_text()), signal.SIGINT)
+    code, said = _ends_within(job, 20)
+    assert code != 0
+    assert "KeyboardInterrupt" in said
+
+
+@needs_mpi
+def test_mpiexec_timeout_ends_a_hung_job(tmp_path):
+    job = _start_forever(tmp_path, "hang", MPIEXEC_TIMEOUT="5")
+    code, said = _ends_within(job, 30)
+    assert code != 0
+    assert "TIMED OUT" in said  # hydra's own word for it, not a crash
