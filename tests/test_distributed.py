@@ -394,3 +394,87 @@ def test_mpiexec_timeout_ends_a_hung_job(tmp_path):
     code, said = _ends_within(job, 30)
     assert code != 0
     assert "TIMED OUT" in said  # hydra's own word for it, not a crash
+
+
+# ------------------------------------------------------------------ the nccl engine
+
+
+def _gpus() -> int:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # no cupy, no driver: the gpu marker has skipped these already
+        return 0
+
+
+@needs_mpi
+@pytest.mark.gpu
+def test_the_nccl_engine_sums_device_arrays_in_place(tmp_path):
+    pytest.importorskip("cupy.cuda.nccl")
+    ranks = min(2, _gpus())  # one GPU per process: NCCL refuses two ranks on one GPU
+    done = _launch(ranks, tmp_path, script=HERE / "nccl_train.py")
+    assert done.returncode == 0, done.stderr
+    for rank in range(ranks):
+        got = json.loads((tmp_path / f"collectives{rank}.json").read_text())
+        assert got["device"] == (ranks * np.arange(4.0) + sum(range(ranks))).tolist()
+        assert got["in_place"] and got["engine"] == "nccl" and got["gpu"] == rank
+        assert got["ints"] == (ranks * np.arange(3)).tolist()
+        assert got["host"] == (ranks * np.arange(2.0)).tolist()
+        assert got["scalar"] == 1.5 * ranks and got["size"] == ranks
+
+
+@needs_mpi
+@pytest.mark.gpu
+@pytest.mark.parametrize("ranks, opt, batch, dropout", CASES)
+def test_the_nccl_engine_trains_as_one_process(tmp_path, ranks, opt, batch, dropout):
+    pytest.importorskip("cupy.cuda.nccl")
+    if _gpus() < ranks:
+        pytest.skip(f"{ranks} ranks need {ranks} GPUs (one per process); {_gpus()} here")
+    done = _launch(ranks, tmp_path, f"{opt}:{batch}:{int(dropout)}",
+                   script=HERE / "nccl_train.py")
+    assert done.returncode == 0, done.stderr
+    files = [np.load(tmp_path / f"case0-rank{r}.npz") for r in range(ranks)]
+    _assert_one_process_answer(files, opt, batch, dropout)
+
+
+def _fake_cupy(monkeypatch, nccl_available=True, gpus=0):
+    """A cupy whose NCCL and device count are what the test says (no GPU needed)."""
+    import types
+
+    cupy, cuda = types.ModuleType("cupy"), types.ModuleType("cupy.cuda")
+    nccl = types.ModuleType("cupy.cuda.nccl")
+    nccl.available = nccl_available
+    cuda.nccl, cupy.cuda = nccl, cuda
+    cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: gpus)
+    for name, module in (("cupy", cupy), ("cupy.cuda", cuda), ("cupy.cuda.nccl", nccl)):
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_the_nccl_engine_without_cupy_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.raises(ImportError, match=r"needs CuPy: pip install 'xpnet\[nccl\]'"):
+        xn.distributed.init(engine="nccl")
+
+
+def test_the_nccl_engine_without_nccl_names_the_wheel(monkeypatch):
+    _fake_cupy(monkeypatch, nccl_available=False)
+    with pytest.raises(ImportError, match="finds no NCCL library: pip install nvidia-nccl-cu12"):
+        xn.distributed.init(engine="nccl")
+
+
+def test_the_nccl_engine_without_a_gpu_says_so(monkeypatch):
+    _fake_cupy(monkeypatch, gpus=0)
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU; none is visible"):
+        xn.distributed.init(engine="nccl")
+
+
+def test_the_nccl_engine_passes_on_what_cuda_says(monkeypatch):
+    _fake_cupy(monkeypatch)
+
+    def no_driver():
+        raise OSError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+    sys.modules["cupy.cuda"].runtime.getDeviceCount = no_driver
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU; CUDA says: cudaErrorNoDevice"):
+        xn.distributed.init(engine="nccl")
