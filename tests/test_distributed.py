@@ -478,3 +478,50 @@ def test_the_nccl_engine_passes_on_what_cuda_says(monkeypatch):
     sys.modules["cupy.cuda"].runtime.getDeviceCount = no_driver
     with pytest.raises(RuntimeError, match="needs a CUDA GPU; CUDA says: cudaErrorNoDevice"):
         xn.distributed.init(engine="nccl")
+
+
+# ------------------------------------------------- resuming on another number of ranks
+
+
+@needs_mpi
+def test_resuming_on_another_number_of_ranks_continues_the_run(tmp_path):
+    """2 epochs on 2 ranks, then 2 more from rank 0's checkpoint on 3 ranks and on one
+    process: both equal 4 epochs in one go (moments, step count, shuffles and masks)."""
+    script = HERE / "mpi_resume.py"
+    done = _launch(2, tmp_path, "first", script=script)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-0.npz", "ckpt-1.npz"]
+    done = _launch(3, tmp_path, "resume", script=script)
+    assert done.returncode == 0, done.stderr
+    resumer = _script("mpi_resume")
+    (tmp_path / "whole").mkdir()
+    whole = resumer.first(None, str(tmp_path / "whole"), epochs=4)
+    alone, history = resumer.resume(None, str(tmp_path))
+    assert history.epoch == [2, 3]
+    files = [np.load(tmp_path / f"resumed-rank{r}.npz") for r in range(3)]
+    for name, want in whole.params.items():
+        np.testing.assert_allclose(files[0][name], want, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(alone.params[name], want, rtol=1e-10, atol=1e-12)
+        for other in files[1:]:
+            assert np.array_equal(other[name], files[0][name]), f"ranks differ on {name}"
+    assert files[0]["epochs"].tolist() == [2, 3]
+
+
+def test_resuming_in_one_process_is_bit_identical(tmp_path):
+    resumer = _script("mpi_resume")
+    resumer.first(None, str(tmp_path))
+    resumed, _ = resumer.resume(None, str(tmp_path))
+    (tmp_path / "whole").mkdir()
+    whole = resumer.first(None, str(tmp_path / "whole"), epochs=4)
+    for name, want in whole.params.items():
+        assert np.array_equal(resumed.params[name], want), name
+
+
+def test_initial_epoch_past_epochs_is_refused_before_training():
+    net = xn.Sequential(xn.Dense(2, 1), backend="numpy")
+    before = {k: v.copy() for k, v in net.params.items()}
+    with pytest.raises(ValueError, match="initial_epoch=3 is past epochs=2"):
+        net.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=2, initial_epoch=3)
+    with pytest.raises(ValueError, match="initial_epoch"):
+        net.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=2, initial_epoch=-1)
+    assert all(np.array_equal(before[k], v) for k, v in net.params.items())
