@@ -111,20 +111,27 @@ def test_many_processes_on_other_backends(tmp_path, monkeypatch, backend, librar
 
 
 @needs_mpi
-@pytest.mark.parametrize("lr, epochs", [(0.05, 4), (1e6, 1)])  # 1e6 diverges in epoch 2
-def test_ranks_agree_on_logs_and_stopping_and_only_rank_0_writes(tmp_path, lr, epochs):
+@pytest.mark.parametrize("lr, diverges", [
+    (0.05, False),
+    (3e5, True),  # a non-finite val_loss ends training after an epoch (TerminateOnNaN)
+    (1e6, True),  # the divergence guard stops a step (fewer epochs)
+])
+def test_ranks_agree_on_logs_and_stopping_and_only_rank_0_writes(tmp_path, lr, diverges):
     done = _launch(3, tmp_path, lr, script=HERE / "mpi_callbacks.py")
     assert done.returncode == 0, done.stderr
+    single = tmp_path / "single"
+    single.mkdir()
+    alone = _script("mpi_callbacks").train(None, str(single), lr, "single")
+    epochs = len(alone.epoch)  # where one process stops: the ranks must stop there too
+    assert (epochs < 4) == diverges
     records = [json.loads((tmp_path / f"history{r}.json").read_text()) for r in range(3)]
     assert records[1] == records[0] and records[2] == records[0]
     assert records[0]["epochs"] == list(range(epochs))
     assert len(done.stdout.strip().splitlines()) == epochs  # rank 0 prints, alone
-    written = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("history"))
+    written = sorted(p.name for p in tmp_path.iterdir()
+                     if not p.name.startswith("history") and p.name != "single")
     assert written == [*(f"ckpt-rank0-{e}.npz" for e in range(epochs)), "log-rank0.csv"]
-    single = tmp_path / "single"
-    single.mkdir()
-    want = _script("mpi_callbacks").train(None, str(single), lr, "single").history
-    for key, values in want.items():
+    for key, values in alone.history.items():
         np.testing.assert_allclose(records[0]["history"][key], values, rtol=1e-10)
 
 

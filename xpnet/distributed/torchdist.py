@@ -69,14 +69,14 @@ def connect() -> TorchCommunicator:
     if not dist.is_available():
         raise ImportError("distributed.init(engine='torch'): this PyTorch build has no "
                           "torch.distributed")
+    missing = [name for name in LAUNCH_VARIABLES if name not in os.environ]
+    if missing and not dist.is_initialized():  # refused before a GPU is bound
+        raise RuntimeError(
+            f"distributed.init(engine='torch'): {', '.join(missing)} not set; launch "
+            "with torchrun (python -m torch.distributed.run --nproc_per_node=N "
+            "script.py), or use engine='mpi' under mpiexec")
     device = _bind_gpu(torch)
     if not dist.is_initialized():
-        missing = [name for name in LAUNCH_VARIABLES if name not in os.environ]
-        if missing:
-            raise RuntimeError(
-                f"distributed.init(engine='torch'): {', '.join(missing)} not set; launch "
-                "with torchrun (python -m torch.distributed.run --nproc_per_node=N "
-                "script.py), or use engine='mpi' under mpiexec")
         nccl = device is not None and dist.is_nccl_available()
         dist.init_process_group(backend="cpu:gloo,cuda:nccl" if nccl else "gloo")
     return TorchCommunicator(torch, dist, device)
