@@ -4,10 +4,11 @@
 from .validate import (
     DataError,
     batch_bounds,
+    epoch_rngs,
     host_rng,
     inputs,
     parameter,
     targets,
 )
 
-__all__ = ["DataError", "batch_bounds", "host_rng", "inputs", "parameter", "targets"]
+__all__ = ["DataError", "batch_bounds", "epoch_rngs", "host_rng", "inputs", "parameter", "targets"]

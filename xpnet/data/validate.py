@@ -38,6 +38,19 @@ def host_rng(seed) -> np.random.Generator:
         raise ValueError(f"seed must be None or an int >= 0; got {seed!r}") from None
 
 
+def epoch_rngs(seed):
+    """``epoch -> Generator``: each epoch's own stream, all derived from ``seed``.
+
+    Epoch k then shuffles and draws dropout masks alike whether training started at epoch
+    0 or resumed at k (``fit(initial_epoch=k)``), on any number of processes. A seed of
+    None draws fresh entropy once, so the epochs of one ``fit`` still differ.
+    """
+    host_rng(seed)  # the same refusal of a bad seed
+    entropy = np.random.SeedSequence(seed).entropy
+    return lambda epoch: np.random.default_rng(
+        np.random.SeedSequence(entropy, spawn_key=(epoch,)))
+
+
 def batch_bounds(n: int, batch_size: int | None):
     """(start, stop) pairs covering range(n); the last batch may be short."""
     size = n if not batch_size else min(batch_size, n)

@@ -2,6 +2,7 @@
 
     import xpnet as xn
     comm = xn.distributed.init()          # under ``mpiexec -n 4 python train.py``
+    # or init(engine="torch") under torchrun, init(engine="nccl") for one GPU per process
     model.fit(X, y, batch_size=256, comm=comm)
 
 Every process holds the same data, seed and model; each trains on its contiguous part of
@@ -9,7 +10,9 @@ every global batch and the gradients are summed across processes before each upd
 the run follows the single-process one with the same global ``batch_size``.
 """
 
-from .comm import Communicator, init, local
+from .comm import Communicator, local
+from .engines import ENGINES, init
 from .shards import GradientAllReduce, ShardedRNG, shard
 
-__all__ = ["Communicator", "GradientAllReduce", "ShardedRNG", "init", "local", "shard"]
+__all__ = ["ENGINES", "Communicator", "GradientAllReduce", "ShardedRNG", "init", "local",
+           "shard"]

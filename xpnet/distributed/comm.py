@@ -1,6 +1,9 @@
-"""The communicator: a thin wrapper of MPI's world (or of one process, ``local()``).
+"""The communicator: what training needs of a group of processes, whatever the engine.
 
-mpi4py is imported only by ``init``, so ``import xpnet`` never loads MPI.
+``Communicator`` itself is one process alone (``local()``); each engine (``mpi.py``,
+``torchdist.py``, ``nccl.py``) subclasses it with its own sums, broadcast, barrier and
+abort. The engine's library is imported only when its communicator is made, so
+``import xpnet`` never loads MPI, torch.distributed or NCCL.
 """
 
 from __future__ import annotations
@@ -9,38 +12,36 @@ import sys
 
 import numpy as np
 
-_ENGINES = ("mpi",)
-
 
 class Communicator:
     """What training needs of a group of processes: rank, size, sums, broadcast, abort.
 
-    ``allreduce_`` sums an array across processes in place: a NumPy array directly,
-    anything else (a device array) through a host copy that is written back. A
-    communicator of size 1 sends nothing.
+    ``allreduce_`` sums an array across processes in place: where the engine can sum it
+    where it lies (a NumPy array for MPI, a tensor for torch.distributed, a CuPy array
+    for NCCL), directly; anything else through a host copy that is written back. A
+    communicator of size 1 sends nothing. ``device`` is the GPU the engine bound this
+    process to (None for the host engines): put the model there.
     """
 
-    def __init__(self, world=None, mpi=None):
-        self._world, self._mpi = world, mpi
-        self.rank = 0 if world is None else world.Get_rank()
-        self.size = 1 if world is None else world.Get_size()
+    engine = "local"
+    rank, size, device = 0, 1, None
 
     def allreduce_(self, array, backend=None):
         """Sum ``array`` over all processes, in place where it can be written.
 
-        A contiguous NumPy array is summed where it lies; any other array through a host
-        copy (``backend.to_numpy``; ``backend`` may be omitted for NumPy arrays) that is
-        written back. Returns the sum: ``array`` itself, or, for an array that cannot be
-        written (JAX), a new one on ``backend``.
+        An array the engine sums natively is summed where it lies; any other through a
+        host copy (``backend.to_numpy``; ``backend`` may be omitted for NumPy arrays)
+        that is written back. Returns the sum: ``array`` itself, or, for an array that
+        cannot be written (JAX, a read-only NumPy array), a new one.
         """
         if self.size == 1:
             return array
-        if isinstance(array, np.ndarray) and array.flags.c_contiguous and array.flags.writeable:
-            self._world.Allreduce(self._mpi.IN_PLACE, array, op=self._mpi.SUM)
+        if self._sums_in_place(array):
+            self._sum_(array)
             return array
         on_host = array if isinstance(array, np.ndarray) else backend.to_numpy(array)
         host = np.require(on_host, requirements=["C", "W"])  # JAX's copies are read-only
-        self._world.Allreduce(self._mpi.IN_PLACE, host, op=self._mpi.SUM)
+        self._sum_host_(host)
         if isinstance(array, np.ndarray):
             if not array.flags.writeable:
                 return host
@@ -56,24 +57,41 @@ class Communicator:
         if self.size == 1:
             return float(value)
         buffer = np.array([float(value)])
-        self._world.Allreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM)
+        self._sum_host_(buffer)
         return float(buffer[0])
 
     def bcast(self, obj, root: int = 0):
         """``obj`` from ``root``, on every process (any picklable object)."""
-        return obj if self.size == 1 else self._world.bcast(obj, root=root)
+        return obj
 
     def barrier(self) -> None:
         """Wait until every process gets here."""
-        if self.size > 1:
-            self._world.Barrier()
 
     def abort(self, code: int = 1) -> None:
         """End every process of the job (an error on one rank must not leave the rest
         waiting in a collective forever)."""
-        if self._world is None:
-            raise SystemExit(code)
-        self._world.Abort(code)
+        raise SystemExit(code)
+
+    # what an engine provides
+    def _sums_in_place(self, array) -> bool:
+        """Whether ``_sum_`` can sum ``array`` where it lies."""
+        return False
+
+    def _sum_(self, array) -> None:
+        raise NotImplementedError
+
+    def _sum_host_(self, host: np.ndarray) -> None:
+        """Sum a C-contiguous, writable NumPy array in place."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} engine={self.engine!r} rank={self.rank} size={self.size}>"
+
+
+def writable_numpy(array) -> bool:
+    """A NumPy array an engine may sum where it lies (contiguous and writable)."""
+    return (isinstance(array, np.ndarray) and array.flags.c_contiguous
+            and array.flags.writeable)
 
 
 def local() -> Communicator:
@@ -81,26 +99,10 @@ def local() -> Communicator:
     return Communicator()
 
 
-def init(engine: str = "mpi") -> Communicator:
-    """The communicator of every process of this job (MPI's COMM_WORLD).
-
-    Also installs an excepthook that aborts the whole job when one process dies of an
-    uncaught exception, so the others do not hang in their next collective.
-    """
-    if engine not in _ENGINES:
-        raise ValueError(f"distributed.init: engine must be one of {_ENGINES}; got {engine!r}")
-    try:
-        from mpi4py import MPI
-    except ImportError as exc:
-        raise ImportError("distributed.init needs mpi4py and an MPI library: "
-                          "pip install 'xpnet[mpi]'") from exc
-    comm = Communicator(MPI.COMM_WORLD, MPI)
-    if comm.size > 1:
-        _abort_on_uncaught(comm)
-    return comm
-
-
-def _abort_on_uncaught(comm: Communicator) -> None:
+def abort_on_uncaught(comm: Communicator) -> None:
+    """Abort the whole job when this process dies of an uncaught exception (Ctrl-C
+    included), after printing it, so the other processes do not hang in their next
+    collective."""
     previous = sys.excepthook
 
     def hook(kind, value, traceback):

@@ -47,18 +47,20 @@ class _Run:
     bounds: list
     callbacks: list
     per_batch: list  # the callbacks that override on_batch_end (only they cost per batch)
-    rng: Any
+    rngs: Any  # epoch -> that epoch's host Generator (data.epoch_rngs)
     shuffle: bool
     history: History
     comm: Any = None  # a Communicator of more than one process, else None
     reducer: GradientAllReduce | None = None  # the step's gradient all-reduce hook
+    initial_epoch: int = 0
+    rng: Any = None  # the current epoch's Generator
 
 
 def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
         batch_size: int | None = 32, validation_data=None, validation_split: float = 0.0,
         callbacks: Iterable[Callback] = (), seed: int | None = 0, verbose: int = 0,
         shuffle: bool = True, lr: float | None = None, check_every: int = 50,
-        comm=None, graphs: bool | str = "auto") -> History:
+        comm=None, initial_epoch: int = 0, graphs: bool | str = "auto") -> History:
     """Train ``model`` on (X, y) and return a History (also kept as ``model.history``).
 
     - ``loss``: "mse", "cross_entropy" (logits; labels or one-hot) or "binary_cross_entropy".
@@ -69,7 +71,8 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     - ``validation_data`` (Xv, yv) or ``validation_split`` (the last fraction of X, y, as
       Keras; not both): adds ``val_loss`` and the metrics (``val_accuracy`` for
       classification, ``val_mse``, ``val_mae``, ``val_r2`` for regression) to the history.
-    - ``seed``: shuffling and dropout masks, drawn on the host (same order on every backend).
+    - ``seed``: shuffling and dropout masks, drawn on the host (same order on every backend);
+      each epoch has its own stream derived from the seed (``data.epoch_rngs``).
     - ``verbose``: 0 silent, 1 a progress bar per epoch (tqdm), 2 a line per epoch.
     - ``callbacks``: a list of Callback instances, see ``xpnet.train.callbacks``. A
       TerminateOnNaN is added unless one is given (pass
@@ -81,6 +84,10 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
       batch, each process trains on its contiguous part of it and the gradients are
       summed before each update, so every process ends with the parameters a single
       process would. Only rank 0 shows progress and writes files (checkpoints, CSV).
+    - ``initial_epoch``: resume, as Keras: train epochs ``initial_epoch`` to ``epochs - 1``.
+      With the model and optimizer of a checkpoint (``model = xn.load(path)``, then
+      ``optimizer=model.optimizer``) and the same data, seed and batch size, the epochs
+      are those the uninterrupted run would have trained (on any number of processes).
     - ``graphs``: "auto" captures the step as a CUDA graph and replays it where the
       backend can (torch on CUDA) and the step allows (no Dropout, hooks or own layers;
       ``xpnet.train.graphs``), the short last batch running eagerly; True insists and
@@ -97,7 +104,11 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     batch_size = checks.integer("fit", "batch_size", batch_size, 1, allow_none=True)
     check_every = checks.integer("fit", "check_every", check_every, 1)
     shuffle = checks.boolean("fit", "shuffle", shuffle)
-    rng = _host_rng(seed)
+    initial_epoch = checks.integer("fit", "initial_epoch", initial_epoch, 0)
+    if initial_epoch > epochs:
+        raise ValueError(f"fit: initial_epoch={initial_epoch} is past epochs={epochs} "
+                         "(epochs is the last epoch's number plus one, as in Keras)")
+    rngs = _epoch_rngs(seed)
     if verbose not in (0, 1, 2, True, False):
         raise ValueError(f"fit: verbose must be 0, 1 or 2; got {verbose!r}")
     validation_split = _validation_split(validation_split, validation_data)
@@ -109,10 +120,10 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
         raise ModelError("fit: the model has no parameters (no Dense layer): nothing to train")
     _warn_if_output_squashed(model, entry)
     Xd, Td, val = _device_data(model, X, y, entry, validation_data, validation_split)
-    _check_memory(model, opt, batch_size, Xd.shape[0])
     comm = _communicator(comm)
     if comm is not None:
         _refuse_layer_state(model)
+    _check_memory(model, opt, batch_size, Xd.shape[0], 1 if comm is None else comm.size)
     reducer = None if comm is None else GradientAllReduce(comm, model.backend)
     hooks = () if reducer is None else [reducer]
     capture = graphs_.wanted("fit", graphs, model, entry, opt, hooks)
@@ -130,7 +141,7 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     run = _Run(model, step, Xd, Td, val, epochs, data.batch_bounds(Xd.shape[0], batch_size),
                callbacks, [cb for cb in callbacks
                            if type(cb).on_batch_end is not Callback.on_batch_end],
-               rng, shuffle, history, comm, reducer)
+               rngs, shuffle, history, comm, reducer, initial_epoch)
     with explaining_out_of_memory(model, "fit", batch_size, Xd.shape[0]):
         return _train(run)
 
@@ -148,9 +159,9 @@ def _refuse_layer_state(model) -> None:
                 "train in one process")
 
 
-def _host_rng(seed):
+def _epoch_rngs(seed):
     try:
-        return data.host_rng(seed)
+        return data.epoch_rngs(seed)
     except ValueError as exc:
         raise ValueError(f"fit: {exc}") from None
 
@@ -197,14 +208,15 @@ def _callbacks(callbacks) -> list:
     return callbacks
 
 
-def _check_memory(model, optimizer, batch_size, n_samples: int) -> None:
+def _check_memory(model, optimizer, batch_size, n_samples: int, ranks: int = 1) -> None:
     """Refuse, before the first step allocates them, gradients, optimizer state, a batch's
-    activations and the divergence guard's snapshot that would not fit."""
+    activations and the divergence guard's snapshot that would not fit. With ``ranks``
+    processes a step holds only this process's shard: at most ceil(batch / ranks) rows."""
     widths = model.dense_widths
     if len(widths) < 2:  # only layers of the user's own: nothing the estimate describes
         return
-    check_fits(model.backend, widths, n_samples if batch_size is None else
-               min(batch_size, n_samples), len(optimizer.slot_names()), "fit",
+    batch = n_samples if batch_size is None else min(batch_size, n_samples)
+    check_fits(model.backend, widths, -(-batch // ranks), len(optimizer.slot_names()), "fit",
                advice="lower batch_size or the layer widths (the largest layer first)",
                snapshots=1, built=True)
 
@@ -266,7 +278,7 @@ def _train(run: _Run) -> History:
                                    "samples": run.X.shape[0]})
                 began.append(cb)
             with model.backend.quiet():
-                for epoch in range(run.epochs):
+                for epoch in range(run.initial_epoch, run.epochs):
                     _epoch(run, epoch, pending)
                     pending.check()  # held through the epoch's evaluation and callbacks
                     if model.stop_training:
@@ -291,6 +303,7 @@ def _epoch(run: _Run, epoch: int, pending) -> None:
     for cb in run.callbacks:
         cb.on_epoch_begin(epoch, {})
     step.refresh()  # a callback may have changed the optimizer's config
+    run.rng = run.rngs(epoch)
     skipped_before = step.skipped
     order = None
     if run.shuffle and len(run.bounds) > 1:
