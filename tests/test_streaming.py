@@ -7,6 +7,11 @@ every bad input is refused by name, the first batch before anything changes.
 
 from __future__ import annotations
 
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -16,6 +21,7 @@ import xpnet as xn
 from xpnet.backend.table import to_numpy
 from xpnet.data import DataError, sources
 
+HERE = pathlib.Path(__file__).resolve().parent
 rng0 = np.random.default_rng(0)
 X0 = rng0.normal(size=(203, 6)).astype(np.float32)
 y0 = rng0.integers(0, 3, size=203)
@@ -305,3 +311,46 @@ def test_a_shard_takes_its_rows_of_each_batch(tmp_path):
         assert [(b.lo, b.hi) for b in batches] == xn.data.batch_bounds(len(X0), 32)
         for b in batches:
             np.testing.assert_array_equal(to_numpy(b.X), X0[half(b.lo, b.hi)[0]:b.hi])
+
+
+# --------------------------------------------------------------------------- many processes
+
+
+def _mpi_skip_reason() -> str | None:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install 'xpnet[mpi]')"
+    if _mpiexec() is None:
+        return "no mpiexec on PATH or beside the interpreter (pip install mpich)"
+    return None
+
+
+def _mpiexec() -> str | None:
+    beside = pathlib.Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+@pytest.mark.skipif(_mpi_skip_reason() is not None, reason=str(_mpi_skip_reason()))
+@pytest.mark.parametrize("kind", ["mapped", "batches"])
+def test_each_rank_trains_on_its_shard_of_streamed_batches(tmp_path, kind):
+    sys.path.insert(0, str(HERE))
+    try:
+        script = __import__("mpi_stream")
+    finally:
+        sys.path.remove(str(HERE))
+    X, y = script.problem()
+    np.save(tmp_path / "X.npy", X)
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent), OMP_NUM_THREADS="1")
+    done = subprocess.run([_mpiexec(), "-n", "3", sys.executable, str(HERE / "mpi_stream.py"),
+                           str(tmp_path), kind], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    # one process on the arrays in memory: the same global batches in the same order
+    params, losses = script.train(None, X, y, shuffle=kind == "mapped")
+    files = [np.load(tmp_path / f"rank{r}.npz") for r in range(3)]
+    for name, want in params.items():
+        np.testing.assert_allclose(files[0][name], want, rtol=1e-10, atol=1e-12)
+        for other in files[1:]:
+            assert np.array_equal(other[name], files[0][name]), f"ranks differ on {name}"
+    np.testing.assert_allclose(files[0]["loss"], losses, rtol=1e-10)
