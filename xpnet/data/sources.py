@@ -23,7 +23,7 @@ import math
 import mmap
 import numbers
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -80,7 +80,7 @@ def is_batches(X) -> bool:
     return hasattr(X, "__iter__")
 
 
-def mapping_of(a) -> np.memmap | None:
+def mapping_of(a) -> Any:
     """The ``np.memmap`` whose file mapping ``a`` views, or None (not mapped)."""
     while isinstance(a, np.ndarray):
         if isinstance(a, np.memmap) and getattr(a, "_mmap", None) is not None:
@@ -89,7 +89,7 @@ def mapping_of(a) -> np.memmap | None:
     return None
 
 
-def _prefetched(produce: Callable[[], Any]) -> Iterator:
+def _prefetched(produce: Callable[[], Any]) -> Generator:
     """``produce()``'s results until it returns ``_END``, each next one computed in a
     background thread while the caller works on the current one.
 
@@ -134,7 +134,7 @@ class Arrays:
         return (Arrays(self.backend, part(self.X, head), part(self.T, head), part(self.W, head)),
                 Arrays(self.backend, part(self.X, tail), part(self.T, tail), part(self.W, tail)))
 
-    def epoch(self, bounds, order=None, shard=all_rows) -> Iterator[Batch]:
+    def epoch(self, bounds, order=None, shard=all_rows) -> Generator[Batch, None, None]:
         """The batches of ``bounds`` in ``order`` (a host permutation, or None for the
         order given); ``shard(lo, hi)`` picks this process's rows of each batch."""
         xp = self.backend.xp
@@ -152,7 +152,7 @@ class Arrays:
             return a[rows, ...]
         return self.backend.xp.take(a, rows, axis=0)
 
-    def chunks(self, batch_size=None) -> Iterator[tuple]:
+    def chunks(self, batch_size=None) -> Generator[tuple, None, None]:
         """``(X, T)`` for evaluation: in memory, all of it at once."""
         yield self.X, self.T
 
@@ -338,7 +338,7 @@ class Mapped:
                               view(self.W))
         return part(slice(0, cut)), part(slice(cut, self.n_samples))
 
-    def epoch(self, bounds, order=None, shard=all_rows) -> Iterator[Batch]:
+    def epoch(self, bounds, order=None, shard=all_rows) -> Generator[Batch, None, None]:
         """As ``Arrays.epoch``, each batch read from the host while the one before trains."""
         plan = iter(bounds)
 
@@ -354,7 +354,7 @@ class Mapped:
 
         return _prefetched(produce)
 
-    def chunks(self, batch_size=None) -> Iterator[tuple]:
+    def chunks(self, batch_size=None) -> Generator[tuple, None, None]:
         """``(X, T)`` for evaluation, a chunk of rows (whole batches of ``batch_size``) at
         a time, the next read while the current one is evaluated."""
         spans = self._spans(batch_size)
@@ -430,7 +430,7 @@ class Batches:
         Td = self.model.device_targets(item[1], self.loss, Xd, f"y of batch {i}")
         return Batch(0, int(Xd.shape[0]), Xd, Td)
 
-    def _arriving(self) -> Iterator[Batch]:
+    def _arriving(self) -> Generator[Batch, None, None]:
         """This epoch's batches, validated, with their rows numbered through the epoch."""
         if self._first is not None:  # the first epoch goes on from the batch already read
             (iterator, first), self._first = self._first, None
@@ -451,7 +451,7 @@ class Batches:
             raise DataError("the iterable of batches yielded no batch this epoch (it did "
                             "before): its __iter__ must start again each epoch")
 
-    def epoch(self, bounds=None, order=None, shard=all_rows) -> Iterator[Batch]:
+    def epoch(self, bounds=None, order=None, shard=all_rows) -> Generator[Batch, None, None]:
         """The iterable's batches (``bounds`` and ``order`` do not apply), each read and
         checked while the one before trains; ``shard`` picks this process's rows."""
         arriving = self._arriving()

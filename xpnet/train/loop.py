@@ -294,7 +294,7 @@ def _epoch(run: _Run, epoch: int, pending) -> None:
         cb.on_epoch_begin(epoch, {})
     step.refresh()  # a callback may have changed the optimizer's config
     order = None
-    if run.shuffle and run.data.shuffles and len(run.bounds) > 1:
+    if run.shuffle and run.data.shuffles and run.bounds and len(run.bounds) > 1:
         order = run.rng.permutation(run.data.n_samples)
     total, seen, b = None, 0, 0
     with contextlib.closing(run.data.epoch(run.bounds, order, run.shard)) as batches:
