@@ -75,8 +75,8 @@ def test_mapped_training_equals_training_in_memory(tmp_path, shuffle, split, whi
 
 def test_mapped_training_equals_training_in_memory_on_every_backend(tmp_path, backend):
     X, y = _mapped(tmp_path, "X", X0), _mapped(tmp_path, "y", y0)
-    _assert_same(_train(X, y, backend=backend, validation_split=0.2),
-                 _train(X0, y0, backend=backend, validation_split=0.2))
+    _assert_same(_train(X, y, backend=backend, validation_split=0.2, epochs=2),
+                 _train(X0, y0, backend=backend, validation_split=0.2, epochs=2))
 
 
 def test_mapped_validation_data_is_evaluated_in_chunks(tmp_path, monkeypatch):
@@ -354,3 +354,27 @@ def test_each_rank_trains_on_its_shard_of_streamed_batches(tmp_path, kind):
         for other in files[1:]:
             assert np.array_equal(other[name], files[0][name]), f"ranks differ on {name}"
     np.testing.assert_allclose(files[0]["loss"], losses, rtol=1e-10)
+
+
+class _StopAt(xn.Callback):
+    """Raises Ctrl-C's exception after ``at`` batches (as the user pressing it would)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at, self.seen = at, []
+
+    def on_batch_end(self, batch, logs):
+        self.seen.append(logs["seen"])
+        if len(self.seen) == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("kind", ["mapped", "batches"])
+def test_an_interrupted_streamed_epoch_leaves_no_thread_behind(tmp_path, kind):
+    data = ((_mapped(tmp_path, "X", X0), y0) if kind == "mapped" else (_batches(X0, y0), None))
+    before = threading.active_count()
+    stop = _StopAt(3)
+    with pytest.raises(KeyboardInterrupt):
+        _net().fit(*data, loss="cross_entropy", epochs=2, shuffle=False, callbacks=[stop])
+    assert stop.seen == [32, 64, 96]
+    assert threading.active_count() == before
