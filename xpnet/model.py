@@ -386,9 +386,9 @@ class Sequential:
                             n_samples, name)
 
     def predict(self, X, batch_size: int | None = None):
-        """Model output for ``X`` (inputs are converted) as an array on the model's backend."""
-        batch_size = checks.integer("predict", "batch_size", batch_size, 1, allow_none=True)
-        return self.predict_device(self.device_inputs(X), batch_size)
+        """Model output for ``X`` (inputs are converted) as an array on the model's backend;
+        a memory-mapped ``X`` is read a chunk of rows at a time."""
+        return loop.predict(self, X, batch_size)
 
     def predict_device(self, X, batch_size: int | None = None):
         """``predict`` on an already validated device array (computed in the model's
@@ -422,12 +422,14 @@ class Sequential:
         return float(value), self.backward(dY, backprops)
 
     # ------------------------------------------------------------------ training API
-    def fit(self, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
+    def fit(self, X, y=None, loss: str = "mse", optimizer="sgd", epochs: int = 1,
             batch_size: int | None = 32, validation_data=None, callbacks: Iterable = (),
             seed: int | None = 0, verbose: int = 0, shuffle: bool = True, lr: float | None = None,
             **kwargs):
         """Train; returns a History whose ``.history`` maps metric names to per-epoch floats.
 
+        ``X``, ``y`` are arrays (memory-mapped ones are read a batch at a time), or ``X``
+        alone is an iterable of ``(X, y)`` batches.
         See ``xpnet.train.loop.fit`` for every argument.
         """
         return loop.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,

@@ -157,6 +157,12 @@ def _to_host(name: str, data, backend: Backend | None = None, allow_bool: bool =
     return _real_numbers(name, np.asarray(arr), allow_bool)
 
 
+def host_array(name: str, data) -> np.ndarray:
+    """``data`` (a list, or an array of any library) as a host NumPy array of real numbers,
+    not yet checked for shape or finite values (for data read a batch of rows at a time)."""
+    return _to_host(name, data)
+
+
 def _real_numbers(name: str, arr: np.ndarray, allow_bool: bool = True) -> np.ndarray:
     """``arr`` if its dtype holds real numbers; object arrays of numbers become float64."""
     kind = arr.dtype.kind

@@ -1,8 +1,9 @@
-"""The training loop (``fit``) and ``evaluate``.
+"""The training loop (``fit``), ``evaluate`` and ``predict``.
 
-Data moves to the device once per call; each epoch draws one host permutation and gathers
-each batch from it on the device (no second copy of the epoch); every update is one call
-of the ``Step``. The loss is summed on the device and read once per epoch, so nothing
+The batches come from a data source (``data.sources``): arrays moved to the device once
+and gathered per batch through one host permutation per epoch, memory-mapped arrays read
+a batch of rows at a time, or an iterable of batches; every update is one call of the
+``Step``. The loss is summed on the device and read once per epoch, so nothing
 synchronises per step except the divergence check on backends where reading a scalar is
 cheap (``backend.cheap_reads``).
 
@@ -12,14 +13,16 @@ never imports the model class.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .. import checks, data
 from ..backend import explaining_out_of_memory
 from ..backend.memory import check_fits
+from ..data import sources
 from ..distributed import GradientAllReduce, ShardedRNG, shard
 from ..interrupts import deferred_interrupts
 from ..nn import losses
@@ -31,7 +34,7 @@ from .callbacks import Callback, History, TerminateOnNaN
 from .guard import DivergenceError, Guard
 from .step import Step
 
-__all__ = ["DivergenceError", "evaluate", "fit"]
+__all__ = ["DivergenceError", "evaluate", "fit", "predict"]
 
 
 @dataclass
@@ -40,11 +43,10 @@ class _Run:
 
     model: Any
     step: Step
-    X: Any
-    T: Any
-    val: tuple | None  # (X_val, T_val) on the device
+    data: Any  # the training data source (data.sources), validated
+    val: Any  # the validation data source, or None
     epochs: int
-    bounds: list
+    bounds: list | None  # each batch's rows; None for an iterable of batches
     callbacks: list
     per_batch: list  # the callbacks that override on_batch_end (only they cost per batch)
     rngs: Any  # epoch -> that epoch's host Generator (data.epoch_rngs)
@@ -52,17 +54,26 @@ class _Run:
     history: History
     comm: Any = None  # a Communicator of more than one process, else None
     reducer: GradientAllReduce | None = None  # the step's gradient all-reduce hook
+    shard: Callable = sources.all_rows  # this process's rows (start, stop) of a batch [lo, hi)
     initial_epoch: int = 0
     rng: Any = None  # the current epoch's Generator
 
 
-def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
+def fit(model, X, y=None, loss: str = "mse", optimizer="sgd", epochs: int = 1,
         batch_size: int | None = 32, validation_data=None, validation_split: float = 0.0,
         callbacks: Iterable[Callback] = (), seed: int | None = 0, verbose: int = 0,
         shuffle: bool = True, lr: float | None = None, check_every: int = 50,
         comm=None, initial_epoch: int = 0, graphs: bool | str = "auto") -> History:
     """Train ``model`` on (X, y) and return a History (also kept as ``model.history``).
 
+    - ``X``, ``y``: arrays (NumPy, any backend's, nested lists), or memory-mapped NumPy
+      arrays (``np.load(path, mmap_mode="r")``, ``np.memmap``), which are read a batch of
+      rows at a time and never held whole; or, with ``y`` omitted, ``X`` an iterable of
+      ``(X, y)`` batches read afresh each epoch (a list, a ``torch.utils.data.DataLoader``;
+      a generator only for ``epochs=1``). For an iterable, ``batch_size`` and ``shuffle``
+      do not apply (its batches come as it yields them: shuffle in the loader), nor does
+      ``validation_split``; each batch is validated as it arrives, the first before
+      anything changes, and a bad later one stops training with an error naming it.
     - ``loss``: "mse", "cross_entropy" (logits; labels or one-hot) or "binary_cross_entropy".
     - ``optimizer``: an Optimizer, or "sgd"/"adam" with ``lr``. Its state is kept on the
       model, so a second ``fit`` with the same optimizer continues; it belongs to this
@@ -119,11 +130,14 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     if not model.layout.shapes:
         raise ModelError("fit: the model has no parameters (no Dense layer): nothing to train")
     _warn_if_output_squashed(model, entry)
-    Xd, Td, val = _device_data(model, X, y, entry, validation_data, validation_split)
     comm = _communicator(comm)
     if comm is not None:
         _refuse_layer_state(model)
-    _check_memory(model, opt, batch_size, Xd.shape[0], 1 if comm is None else comm.size)
+    train, val = _sources(model, X, y, entry, validation_data, validation_split, epochs)
+    n = train.n_samples
+    rows = train.first_rows if n is None else n
+    _check_memory(model, opt, None if n is None else batch_size, rows,
+                  1 if comm is None else comm.size)
     reducer = None if comm is None else GradientAllReduce(comm, model.backend)
     hooks = () if reducer is None else [reducer]
     capture = graphs_.wanted("fit", graphs, model, entry, opt, hooks)
@@ -138,11 +152,14 @@ def fit(model, X, y, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     if comm is not None and comm.rank != 0:
         callbacks, verbose = [cb for cb in callbacks if not cb.rank_zero_only], 0
     callbacks = _with_defaults(history, callbacks, verbose)
-    run = _Run(model, step, Xd, Td, val, epochs, data.batch_bounds(Xd.shape[0], batch_size),
+    run = _Run(model, step, train, val, epochs,
+               None if n is None else data.batch_bounds(n, batch_size),
                callbacks, [cb for cb in callbacks
                            if type(cb).on_batch_end is not Callback.on_batch_end],
-               rngs, shuffle, history, comm, reducer, initial_epoch)
-    with explaining_out_of_memory(model, "fit", batch_size, Xd.shape[0]):
+               rngs, shuffle, history, comm, reducer,
+               sources.all_rows if comm is None else lambda lo, hi: _rows(comm, lo, hi),
+               initial_epoch)
+    with explaining_out_of_memory(model, "fit", batch_size, rows):
         return _train(run)
 
 
@@ -221,23 +238,33 @@ def _check_memory(model, optimizer, batch_size, n_samples: int, ranks: int = 1) 
                snapshots=1, built=True)
 
 
-def _device_data(model, X, y, loss, validation_data, validation_split):
-    """(X, T, (X_val, T_val) or None) validated and on the model's device."""
-    Xd = model.device_inputs(X)
-    Td = model.device_targets(y, loss, Xd)
+def _sources(model, X, y, loss, validation_data, validation_split, epochs):
+    """The training and validation data sources (``data.sources``), every row of arrays
+    validated (an iterable's first batch), before anything changes."""
+    if y is None and sources.is_batches(X):
+        if validation_split:
+            raise ValueError("fit: validation_split cannot split an iterable of batches (it "
+                             "is not known whole before it is read); pass validation_data="
+                             "(X_val, y_val)")
+        train = sources.Batches(model, X, loss, epochs)
+    else:
+        train = sources.source(model, X, y, loss)
+    val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("fit: validation_data must be a pair (X_val, y_val)")
-        Xv = model.device_inputs(validation_data[0], "X_val")
-        return Xd, Td, (Xv, model.device_targets(validation_data[1], loss, Xv, "y_val"))
-    if not validation_split:
-        return Xd, Td, None
-    n_val = int(round(Xd.shape[0] * validation_split))
-    if n_val < 1 or n_val >= Xd.shape[0]:
-        raise ValueError(f"fit: validation_split={validation_split} of {Xd.shape[0]} "
-                         "samples leaves no validation or no training data")
-    cut = Xd.shape[0] - n_val
-    return Xd[:cut, ...], Td[:cut, ...], (Xd[cut:, ...], Td[cut:, ...])
+        val = sources.source(model, *validation_data, loss, ("X_val", "y_val"))
+    elif validation_split:
+        n = train.n_samples
+        n_val = int(round(n * validation_split))
+        if n_val < 1 or n_val >= n:
+            raise ValueError(f"fit: validation_split={validation_split} of {n} "
+                             "samples leaves no validation or no training data")
+        train, val = train.split(n - n_val)
+    train.validate()  # a memory-mapped file is read through once here
+    if val is not None:
+        val.validate()
+    return train, val
 
 
 def _warn_if_output_squashed(model, loss: losses.Loss) -> None:
@@ -274,8 +301,9 @@ def _train(run: _Run) -> History:
         began = []  # the callbacks whose on_train_begin returned: they get an on_train_end
         try:
             for cb in run.callbacks:
-                cb.on_train_begin({"epochs": run.epochs, "batches": len(run.bounds),
-                                   "samples": run.X.shape[0]})
+                cb.on_train_begin({"epochs": run.epochs,
+                                   "batches": run.data.batches_per_epoch(run.bounds),
+                                   "samples": run.data.n_samples})
                 began.append(cb)
             with model.backend.quiet():
                 for epoch in range(run.initial_epoch, run.epochs):
@@ -298,40 +326,35 @@ def _train(run: _Run) -> History:
 
 def _epoch(run: _Run, epoch: int, pending) -> None:
     model, step = run.model, run.step
-    xp = model.backend.xp
-    n = run.X.shape[0]
     for cb in run.callbacks:
         cb.on_epoch_begin(epoch, {})
     step.refresh()  # a callback may have changed the optimizer's config
     run.rng = run.rngs(epoch)
     skipped_before = step.skipped
     order = None
-    if run.shuffle and len(run.bounds) > 1:
-        order = xp.asarray(run.rng.permutation(n), device=model.backend.device)
-    total = None
-    for b, (lo, hi) in enumerate(run.bounds):
-        start, stop, rng = _my_rows(run, lo, hi)
-        if order is None:
-            Xb, Tb = run.X[start:stop, ...], run.T[start:stop, ...]
-        else:  # gathered per batch: the epoch is never copied whole
-            rows = order[start:stop]
-            Xb, Tb = xp.take(run.X, rows, axis=0), xp.take(run.T, rows, axis=0)
-        value = step(Xb, Tb, rng=rng, where=(epoch, b))
-        pending.check()
-        weighted = value * (hi - lo)
-        total = weighted if total is None else total + weighted
-        if run.per_batch:
-            batch_logs = {"size": hi - lo, "seen": hi, "loss_sum": total,
-                          "loss": _running_loss(model.backend, step, total, hi)}
-            for cb in run.per_batch:
-                cb.on_batch_end(b, batch_logs)
-        if not model.backend.cheap_reads:  # the next check reads it in its own host copy
-            step.guard.carry(total, hi)
-    logs = {"loss": _epoch_loss(model.backend, step, total, n, (epoch, len(run.bounds) - 1))}
+    if run.shuffle and run.data.shuffles and run.bounds and len(run.bounds) > 1:
+        order = run.rng.permutation(run.data.n_samples)
+    total, seen, b = None, 0, 0
+    with contextlib.closing(run.data.epoch(run.bounds, order, run.shard)) as batches:
+        for b, batch in enumerate(batches):
+            value = step(batch.X, batch.T, rng=_batch_rng(run, batch.lo, batch.hi),
+                         weights=batch.W, where=(epoch, b))
+            pending.check()
+            weighted = value * (batch.hi - batch.lo)
+            total = weighted if total is None else total + weighted
+            seen = batch.hi
+            if run.per_batch:
+                batch_logs = {"size": batch.hi - batch.lo, "seen": seen, "loss_sum": total,
+                              "loss": _running_loss(model.backend, step, total, seen)}
+                for cb in run.per_batch:
+                    cb.on_batch_end(b, batch_logs)
+            if not model.backend.cheap_reads:  # the next check reads it in its own host copy
+                step.guard.carry(total, seen)
+    logs = {"loss": _epoch_loss(model.backend, step, total, seen, (epoch, b))}
     if step.loss_scaler is not None:  # float16: updates left out for overflowing gradients
         logs["skipped_steps"] = step.skipped - skipped_before
     if run.val is not None:
-        for key, value in _evaluate_device(model, *run.val, step.loss, step.kernels).items():
+        for key, value in _evaluate_source(model, run.val, step.loss, step.kernels).items():
             logs[f"val_{key}"] = value
     for cb in run.callbacks:
         cb.on_epoch_end(epoch, logs)
@@ -360,21 +383,34 @@ def _epoch_loss(backend, step, total, n: int, where) -> float:
     return step.guard.carried[0] / n
 
 
-def _my_rows(run: _Run, lo: int, hi: int):
-    """This process's rows ``(start, stop)`` of the batch ``[lo, hi)`` and the RNG its
-    forward pass draws from (dropout masks drawn for the whole batch, then sliced)."""
+def _rows(comm, lo: int, hi: int) -> tuple[int, int]:
+    """This process's rows ``(start, stop)`` of the batch ``[lo, hi)``."""
+    start, stop = shard(lo, hi, comm.rank, comm.size)
+    if start == stop:  # a mean over no rows is NaN: train on one row, weighted 0
+        return lo, lo + 1
+    return start, stop
+
+
+def _batch_rng(run: _Run, lo: int, hi: int):
+    """The RNG this process's forward pass of the batch ``[lo, hi)`` draws from (dropout
+    masks drawn for the whole batch, then sliced); sets the all-reduce's share."""
     if run.reducer is None:
-        return lo, hi, run.rng
+        return run.rng
     start, stop = shard(lo, hi, run.comm.rank, run.comm.size)
     run.reducer.share = (stop - start) / (hi - lo)
-    if start == stop:  # a mean over no rows is NaN: train on one row, weighted 0
-        start, stop = lo, lo + 1
-    return start, stop, ShardedRNG(run.rng, hi - lo, (start - lo, stop - lo))
+    start, stop = _rows(run.comm, lo, hi)
+    return ShardedRNG(run.rng, hi - lo, (start - lo, stop - lo))
 
 
-def _evaluate_device(model, X, T, loss: losses.Loss, kernels, batch_size=None) -> dict:
+def _evaluate_source(model, source, loss: losses.Loss, kernels, batch_size=None) -> dict:
+    """Loss and metrics over a data source: predictions of each chunk of its rows, joined
+    (outputs and targets only: a mapped X is never held whole), then the same formulas as
+    one batch; in memory the single chunk is all of it."""
     xp = model.backend.xp
-    Y = model.predict_device(X, batch_size)
+    with contextlib.closing(source.chunks(batch_size)) as chunks:
+        parts = [(model.predict_device(X, batch_size), T) for X, T in chunks]
+    Y, T = parts[0] if len(parts) == 1 else (xp.concat([p[0] for p in parts], axis=0),
+                                             xp.concat([p[1] for p in parts], axis=0))
     value, _ = loss.value_and_grad(kernels, xp, Y, T)  # the formula fit trains with
     unread = {"loss": (value, 1), **metrics.unread_metrics(xp, Y, T, loss.name)}
     if model.backend.cheap_reads:
@@ -388,10 +424,23 @@ def _evaluate_device(model, X, T, loss: losses.Loss, kernels, batch_size=None) -
 
 def evaluate(model, X, y, loss: str = "mse", batch_size: int | None = None) -> dict:
     """``{"loss": ...}`` plus ``"accuracy"`` for classification losses, or ``"mse"``,
-    ``"mae"`` and ``"r2"`` for regression (all floats, computed on the device)."""
+    ``"mae"`` and ``"r2"`` for regression (all floats, computed on the device). A
+    memory-mapped X or y is read and checked a chunk of rows at a time."""
     entry = losses.resolve(loss)
     batch_size = checks.integer("evaluate", "batch_size", batch_size, 1, allow_none=True)
-    Xd = model.device_inputs(X)
-    Td = model.device_targets(y, entry, Xd)
-    with explaining_out_of_memory(model, "evaluate", batch_size, Xd.shape[0]):
-        return _evaluate_device(model, Xd, Td, entry, model.backend.kernels, batch_size)
+    source = sources.source(model, X, y, entry)
+    with explaining_out_of_memory(model, "evaluate", batch_size, source.n_samples):
+        return _evaluate_source(model, source, entry, model.backend.kernels, batch_size)
+
+
+def predict(model, X, batch_size: int | None = None):
+    """The model's outputs for ``X`` on its backend; a memory-mapped X is read and checked
+    a chunk of rows at a time (only the outputs are held whole)."""
+    batch_size = checks.integer("predict", "batch_size", batch_size, 1, allow_none=True)
+    if sources.mapping_of(X) is None:
+        return model.predict_device(model.device_inputs(X), batch_size)
+    source = sources.Mapped(model, X, None, None)
+    with contextlib.closing(source.chunks(batch_size)) as chunks:
+        parts = [model.predict_device(Xc, batch_size) for Xc, _ in chunks]
+    return parts[0] if len(parts) == 1 else model.backend.xp.concat(parts, axis=0)
+
