@@ -443,7 +443,7 @@ CASES = [
     # --- fit: loss, optimizer
     case("fit loss unknown", fit(loss="hinge"), ValueError, ["hinge", "mse", "cross_entropy"]),
     case("fit loss None", fit(loss=None), ValueError, ["loss", "None"]),
-    case("fit optimizer unknown", fit(optimizer="rmsprop"), ValueError, ["rmsprop", "sgd"]),
+    case("fit optimizer unknown", fit(optimizer="lbfgs"), ValueError, ["lbfgs", "rmsprop"]),
     case("fit optimizer int", fit(optimizer=3), ValueError, ["optimizer", "3"]),
     case("fit optimizer a class", fit(optimizer=xn.Adam), ValueError,
          ["optimizer", "class", "Adam()"]),

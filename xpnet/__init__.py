@@ -29,7 +29,7 @@ from .nn.layers import (
     Tanh,
     register_layer,
 )
-from .nn.optim import SGD, Adam, Optimizer
+from .nn.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 from .train.callbacks import (
     Callback,
     CosineDecay,
@@ -47,10 +47,11 @@ from .train.step import Step
 from .version import __version__ as __version__
 
 __all__ = [
-    "Adam", "Backend", "BackendError", "Callback", "CheckpointError", "DataError", "Dense",
-    "DivergenceError", "Dropout", "EarlyStopping", "GELU", "History", "Identity", "Layer",
-    "LeakyReLU", "ModelError", "Optimizer", "OutOfMemoryError", "ReLU", "SGD", "Sequential",
-    "Sigmoid", "Softmax", "Tanh", "available", "current", "load", "mlp", "use",
+    "Adagrad", "Adam", "AdamW", "Backend", "BackendError", "Callback", "CheckpointError",
+    "DataError", "Dense", "DivergenceError", "Dropout", "EarlyStopping", "GELU", "History",
+    "Identity", "Layer", "LeakyReLU", "ModelError", "Optimizer", "OutOfMemoryError",
+    "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid", "Softmax", "Tanh", "available",
+    "current", "load", "mlp", "use",
     # callbacks beyond the contract's
     "CSVLogger", "CosineDecay", "ExponentialDecay", "LearningRateScheduler", "ModelCheckpoint",
     "StepDecay", "TerminateOnNaN",
