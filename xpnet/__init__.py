@@ -16,6 +16,7 @@ from .backend.table import fast_paths
 from .data import DataError
 from .io.checkpoint import CheckpointError
 from .model import ModelError, Sequential, load, mlp
+from .nn import losses
 from .nn.layers import (
     GELU,
     Dense,
@@ -57,6 +58,8 @@ __all__ = [
     "StepDecay", "TerminateOnNaN",
     # the training engine and its switches
     "Step", "fast_paths", "register_layer",
+    # the losses module (xn.losses.Huber(delta=2.0), xn.losses.LOSSES)
+    "losses",
     # many processes (mpi4py is imported by distributed.init only)
     "distributed",
 ]
