@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import xpnet as xn
+from xpnet import cli
 from xpnet.backend import to_numpy
 from xpnet.nn import losses
 from xpnet.testing import check_grads
@@ -208,7 +209,7 @@ def test_check_grads_checks_a_custom_loss_as_a_layer():
     X, y = _regression(12)
     model = xn.mlp([3, 4, 1], seed=0, backend="numpy")
     report = check_grads(model, X, y, loss=my_mse)
-    assert report.passed and "loss custom loss 'my_mse'" in report.errors
+    assert report.passed and "custom loss 'my_mse'" in report.errors
     assert set(check_grads(model, X, y, loss="mse").errors) == set(model.params)
 
     def off_by_two(xp, Y, T):  # the value of mse, the gradient of twice it
@@ -217,3 +218,13 @@ def test_check_grads_checks_a_custom_loss_as_a_layer():
 
     with pytest.raises(AssertionError, match="off_by_two"):
         check_grads(model, X, y, loss=off_by_two)
+
+
+@pytest.mark.parametrize("loss", ["huber", "l1"])
+def test_the_command_line_trains_with_the_new_losses(loss, capsys, tmp_path):
+    X, y = _regression()
+    np.savetxt(tmp_path / "line.csv", np.column_stack([X, y]), delimiter=",")
+    assert cli.main(["train", "--data", str(tmp_path / "line.csv"), "--epochs", "2",
+                     "--layers", "4", "--loss", loss]) == 0
+    out = capsys.readouterr().out
+    assert f"loss {loss}" in out and "regression" in out and "accuracy" not in out

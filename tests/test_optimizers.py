@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import xpnet as xn
+from xpnet import cli
 from xpnet.backend import to_numpy
 from xpnet.nn import optim
 from xpnet.nn.buffers import Buffer, Layout
@@ -269,3 +270,9 @@ def test_bad_arguments_are_named(make, needles):
         make()
     for needle in needles:
         assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["adamw", "rmsprop", "adagrad"])
+def test_the_command_line_takes_the_new_optimizers(name, capsys):
+    assert cli.main(["train", "--epochs", "1", "--layers", "4", "--optimizer", name]) == 0
+    assert f"{name} lr" in capsys.readouterr().out

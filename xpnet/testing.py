@@ -91,7 +91,8 @@ def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: fl
 
     ``loss`` may be a name, a Loss or a user's callable ``(xp, Y, T) -> (loss, dY)``; a
     user's loss is checked as a layer is: its ``dY`` against central differences of its own
-    value over the model's output, reported as ``"loss <name>"`` beside the parameters.
+    value over the model's output, reported beside the parameters as
+    ``"custom loss '<name>'"``.
     """
     if not isinstance(model, Sequential):
         raise TypeError(f"check_grads: model must be an xpnet Sequential; got "
@@ -120,7 +121,7 @@ def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: fl
                       lambda value, name=name: objective(name, value))
                for name, base in host.items()}
     if not entry.builtin:  # a user's loss: its dY against its own value, as a layer's grads
-        targets[f"loss {entry.name}"] = (
+        targets[entry.name] = (
             backend.to_numpy(Y).copy(), backend.to_numpy(entry(xp, Y, Td)[1]),
             lambda value: float(entry(xp, backend.asarray(value), Td)[0]))
     errors, checked, worst = {}, {}, (None, -1.0, (), 0.0, 0.0)
