@@ -388,7 +388,7 @@ CASES = [
     case("evaluate batch_size 0", evaluate(batch_size=0), ValueError, ["batch_size"]),
     case("evaluate batch_size names evaluate", evaluate(batch_size=2.5), ValueError,
          ["evaluate", "batch_size"]),
-    case("evaluate loss", evaluate(loss="l1"), ValueError, ["l1", "known"]),
+    case("evaluate loss", evaluate(loss="hinge"), ValueError, ["hinge", "known"]),
     case("evaluate one-hot 7", evaluate(y=np.full((N, N_OUT), 7.0)), DataError,
          ["one-hot", "row 0", "sums to 28"]),
     case("evaluate label 1e20", evaluate(y=np.full(N, 1e20)), DataError, ["1e+20", "[0, 3]"]),
