@@ -276,13 +276,13 @@ class Adam(Optimizer):
         if inplace and not self.amsgrad and kernels is not None and kernels.adam_ is not None:
             return kernels.adam_(p, g, m, v, b1, b2, step, root_correction, self.eps, decay)
         m = state["m"] = _average(m, g, b1, 1.0 - b1, inplace)
-        v = state["v"] = _average(v, g * g, b2, 1.0 - b2, inplace)
+        v = state["v"] = _square_average(v, g, b2, 1.0 - b2, inplace, kernels)
         if self.amsgrad:
             v = state["v_max"] = _maximum(state["v_max"], v, xp, inplace)
         if self.weight_decay and self.decoupled:  # decay itself may be traced: no comparison
             p = _scale(p, decay, inplace)
-        return _descend(p, m / (xp.sqrt(v) / root_correction + self.eps), step, inplace,
-                        kernels)
+        return _divide_descend(p, m, _root(xp, v, self.eps, inplace, root_correction), step,
+                               inplace, kernels)
 
 
 class AdamW(Adam):
@@ -328,15 +328,17 @@ class RMSprop(Optimizer):
         a = self.alpha
         if self.weight_decay:
             g = g + self.weight_decay * p
-        s = state["square_avg"] = _average(state["square_avg"], g * g, a, 1.0 - a, inplace)
-        if self.centered:
+        s = state["square_avg"] = _square_average(state["square_avg"], g, a, 1.0 - a, inplace,
+                                                  kernels)
+        if self.centered:  # the variance estimate s - mean^2, in one temporary when in place
             mean = state["grad_avg"] = _average(state["grad_avg"], g, a, 1.0 - a, inplace)
-            s = s - mean * mean
-        direction = g / (xp.sqrt(s) + self.eps)
-        if self.momentum:
-            direction = state["momentum"] = _average(state["momentum"], direction,
-                                                     self.momentum, 1.0, inplace)
-        return _descend(p, direction, self.lr, inplace, kernels)
+            s = _average(mean * mean, s, -1.0, 1.0, inplace)
+        denominator = _root(xp, s, self.eps, inplace)
+        if not self.momentum:
+            return _divide_descend(p, g, denominator, self.lr, inplace, kernels)
+        buf = state["momentum"] = _average(state["momentum"], g / denominator, self.momentum,
+                                           1.0, inplace, own=True)
+        return _descend(p, buf, self.lr, inplace, kernels)
 
 
 class Adagrad(Optimizer):
@@ -369,24 +371,52 @@ class Adagrad(Optimizer):
     def update(self, p, g, state, xp, inplace, kernels=None):
         if self.weight_decay:
             g = g + self.weight_decay * p
-        s = state["sum"] = _average(state["sum"], g * g, 1.0, 1.0, inplace)
+        s = state["sum"] = _square_average(state["sum"], g, 1.0, 1.0, inplace, kernels)
         lr = self.lr / (1.0 + (self.iterations - 1) * self.lr_decay)
-        return _descend(p, g / (xp.sqrt(s) + self.eps), lr, inplace, kernels)
+        return _divide_descend(p, g, _root(xp, s, self.eps, inplace), lr, inplace, kernels)
 
 
 # ---------------------------------------------------------------------- shared array steps
 # Each returns the new array: the same object, changed, when ``inplace``; a new one otherwise
-# (JAX), which the caller stores back.
+# (JAX), which the caller stores back. In place, a temporary the update made itself is
+# reused rather than joined by another full-size one (the same values, rounded alike).
 
 
-def _average(x, y, keep: float, take, inplace: bool):
-    """``keep x + take y``: a running average (or sum) of ``y``."""
+def _average(x, y, keep: float, take, inplace: bool, own: bool = False):
+    """``keep x + take y``: a running average (or sum) of ``y``; ``own``: ``y`` is a
+    temporary of the update's, which may be scaled in place."""
     if not inplace:
         return keep * x + take * y
     if keep != 1.0:
         x *= keep
-    x += y if take == 1.0 else take * y
+    if take != 1.0 and own:
+        y *= take
+    x += y if take == 1.0 or own else take * y
     return x
+
+
+def _square_average(s, g, keep: float, take: float, inplace: bool, kernels=None):
+    """``keep s + take g^2``; in place through the backend's fused update where given."""
+    if inplace and kernels is not None:
+        return kernels.square_average_(s, g, keep, take)
+    return _average(s, g * g, keep, take, inplace, own=True)
+
+
+def _divide_descend(p, g, d, lr, inplace: bool, kernels=None):
+    """``p - lr g / d``; in place through the backend's fused update where given."""
+    if inplace and kernels is not None:
+        return kernels.divide_step_(p, g, d, lr)
+    return _descend(p, g / d, lr, inplace)
+
+
+def _root(xp, v, eps: float, inplace: bool, correction=1.0):
+    """``sqrt(v) / correction + eps``: the denominator of the adaptive steps."""
+    d = xp.sqrt(v)
+    if not inplace:
+        return d / correction + eps
+    d /= correction
+    d += eps
+    return d
 
 
 def _scale(x, factor: float, inplace: bool):
