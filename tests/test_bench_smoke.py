@@ -90,6 +90,7 @@ def test_optimizer_update_quick(tmp_path):
     for shape in data["shapes"].values():
         paths = {(row["optimizer"], row["path"]) for row in shape["rows"]}
         assert {("adam", "flat"), ("adam", "per-parameter"), ("sgd", "flat")} <= paths
+        assert {(name, "flat") for name in ("adamw", "rmsprop", "adagrad")} <= paths
         assert all(_is_number(row["vs_sgd_flat"]) for row in shape["rows"])
 
 

@@ -115,7 +115,7 @@ def test_bad_flags_exit_2_with_one_line_and_no_traceback(args, needle, tmp_path)
     (["train", "--layers", "64,x"], "--layers"),
     (["train", "--layers", "64,0"], "at least 1"),
     (["train", "--validation-split", "1"], "--validation-split"),
-    (["train", "--optimizer", "rmsprop"], "--optimizer"),
+    (["train", "--optimizer", "lbfgs"], "--optimizer"),
     (["train", "--activation", "swish"], "--activation"),
     (["train", "--data", "mnist"], "unknown data set 'mnist'"),
     (["train", "--data", "absent.csv"], "does not exist"),

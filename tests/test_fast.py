@@ -188,3 +188,26 @@ def test_optimizer_keeps_no_kernels_after_a_step(backend):
               epochs=1, batch_size=8)
     twin = copy.deepcopy(opt)  # sklearn's clone deep-copies optimizers; modules cannot be
     assert twin.config() == opt.config() and twin.iterations == opt.iterations == 2
+
+
+@pytest.mark.parametrize("size", [(3, 4), (300, 700)])
+@pytest.mark.parametrize("keep, take", [(0.9, 0.1), (1.0, 1.0)])  # RMSprop's, Adagrad's
+def test_adaptive_update_halves_in_place(backend, pair, size, keep, take):
+    """The adaptive optimizers' fused halves (torch: addcmul_, addcdiv_) equal the portable
+    maths and the closed forms s = keep s + take g^2 and p -= lr g / d."""
+    if not backend.inplace:
+        pytest.skip(f"{backend.name} arrays are immutable: updates are functional there")
+    rng = np.random.default_rng(10)
+    s0, g, p0 = _rand(rng, *size) ** 2, _rand(rng, *size), _rand(rng, *size)
+    d = np.sqrt(s0) + np.float32(0.5)
+    results = []
+    for kernels in pair:
+        s, p = backend.asarray(s0), backend.asarray(p0)
+        assert kernels.square_average_(s, backend.asarray(g), keep, take) is s
+        assert kernels.divide_step_(p, backend.asarray(g), backend.asarray(d), 0.1) is p
+        results.append((s, p))
+    (s_fast, p_fast), (s_ref, p_ref) = results
+    _close(s_fast, s_ref)
+    _close(p_fast, p_ref)
+    _close(results[0][0], np.float32(keep) * s0 + np.float32(take) * g * g)
+    _close(results[0][1], p0 - np.float32(0.1) * (g / d))

@@ -33,10 +33,17 @@ OPTIMIZERS = {
     "sgd-nesterov-wd": lambda: xn.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
     "adam-wd": lambda: xn.Adam(lr=1e-2, weight_decay=1e-2),
     "adam-wd-clipnorm": lambda: xn.Adam(lr=1e-2, weight_decay=1e-2, clipnorm=0.5),
+    "sgd-dampening": lambda: xn.SGD(lr=0.05, momentum=0.9, dampening=0.2),
+    "adamw-amsgrad": lambda: xn.AdamW(lr=1e-2, amsgrad=True),
+    "rmsprop-all": lambda: xn.RMSprop(lr=1e-2, momentum=0.5, centered=True, weight_decay=1e-2),
+    "adagrad-all": lambda: xn.Adagrad(lr=0.05, lr_decay=0.1, weight_decay=1e-2,
+                                      initial_accumulator_value=0.1),
 }
 # every optimizer meets every loss across the parametrization without a full cross product
 CASES = [("sgd", "mse"), ("sgd-nesterov-wd", "cross_entropy"),
-         ("adam-wd", "binary_cross_entropy"), ("adam-wd-clipnorm", "cross_entropy")]
+         ("adam-wd", "binary_cross_entropy"), ("adam-wd-clipnorm", "cross_entropy"),
+         ("sgd-dampening", "mse"), ("adamw-amsgrad", "cross_entropy"),
+         ("rmsprop-all", "binary_cross_entropy"), ("adagrad-all", "mse")]
 
 
 def _data(loss, n=40, n_in=5, seed=0):

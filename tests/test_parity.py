@@ -65,6 +65,9 @@ OPTIMIZERS = {
     "sgd-momentum": lambda: xn.SGD(lr=0.1, momentum=0.9),
     "sgd-nesterov": lambda: xn.SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
     "adam-wd": lambda: xn.Adam(lr=0.02, weight_decay=0.01),
+    "adamw-amsgrad": lambda: xn.AdamW(lr=0.02, amsgrad=True),
+    "rmsprop-centered": lambda: xn.RMSprop(lr=0.01, momentum=0.5, centered=True),
+    "adagrad": lambda: xn.Adagrad(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1),
 }
 
 
@@ -284,8 +287,8 @@ def test_optimizers_match_torch_optim(case, ours, theirs):
         mine, ref_cls = xn.SGD(**ours), torch.optim.SGD
     elif case == "adam":
         mine, ref_cls = xn.Adam(**ours), torch.optim.Adam
-    else:  # xpnet's Adam decays weights decoupled, as torch's AdamW
-        mine, ref_cls = xn.Adam(**ours), torch.optim.AdamW
+    else:
+        mine, ref_cls = xn.AdamW(**ours), torch.optim.AdamW
     backend = backends.get("numpy", dtype="float64")
     rng = np.random.default_rng(11)
     start = {"w": rng.standard_normal((4, 3)), "b": rng.standard_normal(3)}

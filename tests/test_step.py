@@ -223,7 +223,8 @@ def test_kernels_write_into_given_buffers_as_the_portable_path_computes(backend,
 
 
 @pytest.mark.parametrize("size", [50, 200_003])  # one block, and several with a ragged tail
-def test_the_fused_adam_update_equals_the_optimizers_own_maths(backend, size):
+@pytest.mark.parametrize("kind", ["Adam", "AdamW"])  # coupled and decoupled decay
+def test_the_fused_adam_update_equals_the_optimizers_own_maths(backend, size, kind):
     if backend.kernels.adam_ is None:
         pytest.skip(f"{backend.name} has no fused Adam: the optimizer's maths runs")
     rng = np.random.default_rng(6)
@@ -231,7 +232,7 @@ def test_the_fused_adam_update_equals_the_optimizers_own_maths(backend, size):
     fused = [backend.asarray(h) for h in host] + [backend.asarray(np.zeros(size, np.float32))
                                                   for _ in range(2)]
     plain = [backend.asarray(a) for a in map(to_numpy, fused)]
-    opt = xn.Adam(lr=1e-2, weight_decay=0.1)
+    opt = getattr(xn, kind)(lr=1e-2, weight_decay=0.1)
     for t in (1, 2, 3):
         opt.iterations = t
         opt.update(fused[0], fused[1], {"m": fused[2], "v": fused[3]}, backend.xp, True,

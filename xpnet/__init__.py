@@ -18,6 +18,7 @@ from .data import DataError
 from .io.checkpoint import CheckpointError
 from .io.export import export_onnx
 from .model import ModelError, Sequential, load, mlp
+from .nn import losses
 from .nn.blocks import Residual
 from .nn.layers import (
     GELU,
@@ -33,7 +34,7 @@ from .nn.layers import (
     register_layer,
 )
 from .nn.norm import BatchNorm, LayerNorm
-from .nn.optim import SGD, Adam, Optimizer
+from .nn.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 from .train.callbacks import (
     Callback,
     CosineDecay,
@@ -52,10 +53,11 @@ from .train.step import Step
 from .version import __version__ as __version__
 
 __all__ = [
-    "Adam", "Backend", "BackendError", "Callback", "CheckpointError", "DataError", "Dense",
-    "DivergenceError", "Dropout", "EarlyStopping", "GELU", "History", "Identity", "Layer",
-    "LeakyReLU", "ModelError", "Optimizer", "OutOfMemoryError", "ReLU", "SGD", "Sequential",
-    "Sigmoid", "Softmax", "Tanh", "available", "current", "load", "mlp", "use",
+    "Adagrad", "Adam", "AdamW", "Backend", "BackendError", "Callback", "CheckpointError",
+    "DataError", "Dense", "DivergenceError", "Dropout", "EarlyStopping", "GELU", "History",
+    "Identity", "Layer", "LeakyReLU", "ModelError", "Optimizer", "OutOfMemoryError",
+    "RMSprop", "ReLU", "SGD", "Sequential", "Sigmoid", "Softmax", "Tanh", "available",
+    "current", "load", "mlp", "use",
     # export
     "export_onnx",
     # callbacks beyond the contract's
@@ -69,6 +71,8 @@ __all__ = [
     "get_num_threads", "set_num_threads",
     # blocks and normalisation
     "BatchNorm", "LayerNorm", "Residual",
+    # the losses module (xn.losses.Huber(delta=2.0), xn.losses.LOSSES)
+    "losses",
     # many processes (mpi4py is imported by distributed.init only)
     "distributed",
 ]

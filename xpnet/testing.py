@@ -92,6 +92,11 @@ def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: fl
     max|numeric|, 1e-12)`` over up to ``max_entries`` entries (drawn with ``seed``; None
     checks all). Raises AssertionError naming the worst parameter, its entry and both
     values when that error exceeds ``tolerance`` (unless ``raise_error=False``).
+
+    ``loss`` may be a name, a Loss or a user's callable ``(xp, Y, T) -> (loss, dY)``; a
+    user's loss is checked as a layer is: its ``dY`` against central differences of its own
+    value over the model's output, reported beside the parameters as
+    ``"custom loss '<name>'"``.
     """
     if not isinstance(model, Sequential):
         raise TypeError(f"check_grads: model must be an xpnet Sequential; got "
@@ -122,16 +127,22 @@ def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: fl
         params[name] = backend.asarray(value)
         return float(entry(xp, forward(params)[0], Td)[0])
 
+    targets = {name: (base, backend.to_numpy(grads[name]),
+                      lambda value, name=name: objective(name, value))
+               for name, base in host.items()}
+    if not entry.builtin:  # a user's loss: its dY against its own value, as a layer's grads
+        targets[entry.name] = (
+            backend.to_numpy(Y).copy(), backend.to_numpy(entry(xp, Y, Td)[1]),
+            lambda value: float(entry(xp, backend.asarray(value), Td)[0]))
     errors, checked, worst = {}, {}, (None, -1.0, (), 0.0, 0.0)
-    for name, base in host.items():
-        analytic_all = backend.to_numpy(grads[name])
+    for name, (base, analytic_all, f) in targets.items():
         gaps, scale = [], 1e-12
         for index in _entries(base.shape, max_entries, rng):
             bumped = base.copy()
             bumped[index] = base[index] + eps
-            up = objective(name, bumped)
+            up = f(bumped)
             bumped[index] = base[index] - eps
-            numeric = (up - objective(name, bumped)) / (2.0 * eps)
+            numeric = (up - f(bumped)) / (2.0 * eps)
             analytic = float(analytic_all[index])
             gaps.append((abs(analytic - numeric), index, analytic, numeric))
             scale = max(scale, abs(analytic), abs(numeric))

@@ -6,6 +6,9 @@ Every kernel object has the same small interface:
 - ``matmul(A, B, out)`` / ``sum_rows(A, out)``: ``A @ B`` / ``sum(A, axis=0)``, written into
   ``out`` when given (a view of the flat gradient buffer);
 - ``sgd_(p, g, lr)``: ``p -= lr * g`` in place (mutable backends only);
+- ``square_average_(s, g, keep, take)`` / ``divide_step_(p, g, d, lr)``: ``s = keep s +
+  take g^2`` / ``p -= lr g / d`` in place, the two halves of the adaptive optimizers'
+  updates (RMSprop, Adagrad, AMSGrad);
 - ``all_finite(value, arrays)``: the divergence guard's check, one float read;
 - ``relu``/``relu_grad``: None, or a fused ReLU and its gradient; the layer's own array-API
   maths (in ``nn/layers.py``) runs where it is None;
@@ -71,6 +74,23 @@ class Portable:
     def sgd_(self, p, g, lr: float):
         """``p -= lr * g`` in place; returns ``p``."""
         p -= lr * g
+        return p
+
+    def square_average_(self, s, g, keep: float, take: float):
+        """``s = keep s + take g^2`` in place (one temporary); returns ``s``."""
+        t = g * g
+        if take != 1.0:
+            t *= take
+        if keep != 1.0:
+            s *= keep
+        s += t
+        return s
+
+    def divide_step_(self, p, g, d, lr: float):
+        """``p -= lr * (g / d)`` in place (one temporary); returns ``p``."""
+        t = g / d
+        t *= lr
+        p -= t
         return p
 
     def all_finite(self, value, arrays) -> bool:
@@ -276,6 +296,14 @@ class TorchKernels(_Mutable):
 
     def sgd_(self, p, g, lr: float):
         return p.add_(g, alpha=-lr)
+
+    def square_average_(self, s, g, keep: float, take: float):
+        if keep != 1.0:
+            s.mul_(keep)
+        return s.addcmul_(g, g, value=take)  # no g^2 temporary
+
+    def divide_step_(self, p, g, d, lr: float):
+        return p.addcdiv_(g, d, value=-lr)  # no g / d temporary
 
     def adam_(self, p, g, m, v, b1, b2, step, root_correction, eps, decay):
         """Adam in place with torch's fused ``addcmul_``/``addcdiv_``: two temporaries."""

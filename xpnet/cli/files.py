@@ -107,7 +107,7 @@ def describe_task(y: np.ndarray, loss: str) -> str:
     """'3 classes', 'regression' or 'binary targets', for the summary line."""
     if loss == "cross_entropy":
         return f"{class_count(y)} classes"
-    return "regression" if loss == "mse" else "binary targets"
+    return "binary targets" if loss == "binary_cross_entropy" else "regression"
 
 
 def split(X, y, fraction: float, seed: int):

@@ -34,6 +34,7 @@ from ..data import datasets
 from ..io import export
 from ..io.checkpoint import CheckpointError
 from ..model import load, mlp
+from ..nn import losses as loss_registry
 from ..nn import optim as optimizers
 from ..train.callbacks import Callback
 from ..train.guard import DivergenceError
@@ -43,7 +44,7 @@ from . import files as cli_data
 # Tuned so that the default ``train`` reaches about 99 % validation accuracy on the
 # spirals in well under a second of training on NumPy.
 DEFAULT_LR = {"adam": 0.01, "sgd": 0.1}
-LOSSES = ("auto", "mse", "cross_entropy", "binary_cross_entropy")
+LOSSES = ("auto", "mse", "cross_entropy", "binary_cross_entropy", "huber", "l1")
 INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
@@ -440,7 +441,7 @@ class _EpochPrinter(Callback):
 
     def on_epoch_end(self, epoch, logs):
         logs = dict(logs)
-        if self.loss != "mse" and "accuracy" not in logs:
+        if loss_registry.LOSSES[self.loss].classification and "accuracy" not in logs:
             logs["accuracy"] = self.model.evaluate(self.X, self.y, loss=self.loss)["accuracy"]
         # training metrics first, then validation ones, as Keras prints them
         self.last = dict(sorted(logs.items(), key=lambda kv: kv[0].startswith("val_")))

@@ -74,8 +74,11 @@ def fit(model, X, y=None, loss: str = "mse", optimizer="sgd", epochs: int = 1,
       do not apply (its batches come as it yields them: shuffle in the loader), nor does
       ``validation_split``; each batch is validated as it arrives, the first before
       anything changes, and a bad later one stops training with an error naming it.
-    - ``loss``: "mse", "cross_entropy" (logits; labels or one-hot) or "binary_cross_entropy".
-    - ``optimizer``: an Optimizer, or "sgd"/"adam" with ``lr``. Its state is kept on the
+    - ``loss``: "mse", "cross_entropy" (logits; labels or one-hot), "binary_cross_entropy",
+      "huber" (delta 1), "l1", a Loss (``xn.losses.Huber(delta=2.0)``) or a callable
+      ``(xp, Y, T) -> (loss, dY)``.
+    - ``optimizer``: an Optimizer, or "sgd", "adam", "adamw", "rmsprop", "adagrad" with
+      ``lr``. Its state is kept on the
       model, so a second ``fit`` with the same optimizer continues; it belongs to this
       model from the first step on, and another model is refused.
     - ``batch_size``: None for full batch. The last batch of an epoch may be short.

@@ -8,15 +8,17 @@ function runs the very same code as the eager path (``forward``/``backward``, th
 ``Optimizer.step`` with ``inplace=False``); ``tests/test_jit.py`` proves the two equal.
 
 It applies by capability (``compiled_step`` returns None otherwise): a backend that can
-trace (with fast paths on), the built-in layers and blocks with no active Dropout (its masks come
-from the host RNG), a registered loss, a registered optimizer type (exactly: a subclass may
-keep host-side state).
+trace (with fast paths on), the registered layers and blocks with no active Dropout (its
+masks come from the host RNG), a built-in loss (``Loss.builtin``: a user's callable may
+keep host-side state), a registered optimizer type (exactly: a subclass may keep
+host-side state).
 
 What may change between calls is passed as traced arguments, never baked into the trace:
 the learning rate (a schedule callback may set ``optimizer.lr`` between epochs) and the
 step count ``t`` (Adam's bias corrections). Everything else in the optimizer's config is
-part of the cache key, as are the model structure and the loss; the trace itself keys on
-the batch shape, so the last short batch of an epoch compiles once per fit, not per epoch.
+part of the cache key, as are the model structure and the loss (with its parameters); the
+trace itself keys on the batch shape, so the last short batch of an epoch compiles once per
+fit, not per epoch.
 
 Buffers are not donated: ``model.params`` and ``optimizer.state_arrays()`` hand out the
 live arrays, and a caller holding them across a step would find them deleted.
@@ -44,7 +46,7 @@ def applies(model, loss: losses.Loss, optimizer) -> bool:
     """Whether the traced step may replace the eager one for this model, loss and optimizer."""
     return (model.backend.can_trace
             and type(optimizer) in optimizers.OPTIMIZERS.values()
-            and losses.LOSSES.get(loss.name) is loss
+            and loss.builtin
             and all(type(layer) in _BUILT_IN_LAYERS for _, layer in layer_types.walk(model.layers))
             and not any(isinstance(layer, layer_types.Dropout) and layer.p > 0.0
                         for _, layer in layer_types.walk(model.layers)))
@@ -100,8 +102,8 @@ def _key(model, loss, optimizer) -> tuple:
     structure = tuple((type(layer), repr(layer.config())) for layer in model.layers)
     config = tuple((k, repr(v)) for k, v in optimizer.config().items() if k != "lr")
     backend = model.backend
-    return (structure, loss.name, type(optimizer), config, backend.dtype_name,
-            str(backend.device))
+    return (structure, loss.name, repr(loss.config()), type(optimizer), config,
+            backend.dtype_name, str(backend.device))
 
 
 def _pure_step(model, loss, optimizer):
