@@ -300,3 +300,24 @@ def test_cupy_inputs_train_on_their_gpu():
         pred = clf.predict(cupy.asarray(X, dtype=cupy.float32))
     assert isinstance(pred, cupy.ndarray) and clf.model_.backend.is_gpu
     assert float((pred == cupy.asarray(y)).mean()) > 0.9
+
+
+def test_a_batch_whose_weights_are_all_zero_is_skipped():
+    """scikit-learn divides by the batch's zero weight sum; xpnet skips that batch, so the
+    weights are those of training on the other batch alone."""
+    X, y = _digits(200)
+    w = np.r_[np.zeros(100), np.ones(100)]
+    params = SGD | dict(shuffle=False, batch_size=100, max_iter=5)
+    weighted = MLPClassifier(**params).fit(X, y, sample_weight=w)
+    alone = MLPClassifier(**params).fit(X[100:], y[100:])
+    np.testing.assert_allclose(weighted.predict_proba(X), alone.predict_proba(X), atol=1e-12)
+    # the epoch's loss averages over all 200 rows, the skipped batch counting zero
+    np.testing.assert_allclose(weighted.loss_curve_, np.array(alone.loss_curve_) / 2)
+
+
+def test_partial_fit_with_early_stopping_trains_without_a_validation_set():
+    X, y = _digits(100)
+    clf = MLPClassifier(**SGD | dict(early_stopping=True))
+    clf.partial_fit(X, y, classes=np.arange(10))
+    clf.partial_fit(X, y)
+    assert len(clf.loss_curve_) == 2 and clf.validation_scores_ == []

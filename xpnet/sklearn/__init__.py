@@ -17,7 +17,14 @@ trains on its own library and device and predictions come back in its namespace.
 Differences from scikit-learn's MLP: no ``solver="lbfgs"`` (nor ``max_fun``) and no
 ``loss="poisson"``: each is refused at ``fit`` with the reason; ``coefs_`` and
 ``intercepts_`` are copies (change weights through ``model_.set_params``); Adam is
-``torch.optim.Adam``'s, whose epsilon sits outside the bias correction.
+``torch.optim.Adam``'s, whose epsilon sits outside the bias correction, so Adam runs are
+close to scikit-learn's rather than equal. Where scikit-learn raises, xpnet goes on:
+``partial_fit`` with ``early_stopping=True`` trains without a validation set, a classifier's
+validation set may hold a single sample, one whose weights are all zero is scored
+unweighted, and a batch whose weights are all zero is skipped. The logistic loss is
+computed from the logits, so for saturated outputs ``loss_curve_`` can exceed scikit-learn's
+(which clips probabilities at machine epsilon); the gradients agree. Ctrl-C stops training
+at a step boundary with ``KeyboardInterrupt`` (scikit-learn warns and keeps the weights).
 """
 
 from __future__ import annotations
