@@ -16,6 +16,7 @@ when scikit-learn is missing.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -231,12 +232,12 @@ class BaseMLP(BaseEstimator):
         self.n_layers_ = len(units)
         self.n_iter_ = 0
         self.t_ = 0
-        self.loss_curve_ = []
+        self.loss_curve_: list[float] = []
         self._no_improvement_count = 0
-        self._best = None  # the best validation score's parameters
-        self.validation_scores_ = [] if self.early_stopping else None
+        self._best: Any = None  # the best validation score's parameters
+        self.validation_scores_: Any = [] if self.early_stopping else None
         self.best_validation_score_ = -np.inf if self.early_stopping else None
-        self.best_loss_ = None if self.early_stopping else np.inf
+        self.best_loss_: Any = None if self.early_stopping else np.inf
 
     def _glorot(self, model, units) -> dict:
         """scikit-learn's initial weights: per layer, coefficients then intercepts drawn
@@ -269,15 +270,16 @@ class BaseMLP(BaseEstimator):
         Xd, Td = arrays.to_device(backend, X), backend.asarray(T)
         Wd = None if sample_weight is None else backend.asarray(sample_weight)
         l2 = L2Penalty(self.alpha, backend.xp)
+        guard = Guard(model, 50, backend.kernels)
         step = Step(model, LOSSES[self.out_activation_], model.optimizer,
-                    grad_hooks=[l2] if self.alpha else ())
-        step.guard = Guard(model, 50, step.kernels)
+                    grad_hooks=[l2] if self.alpha else (), guard=guard)
         order = np.arange(n)
         self.n_iter_ = 0
         for _ in range(self.max_iter):
             if self.shuffle:  # shuffles the last order, as scikit-learn
                 order = _shuffle(order, random_state=self._random_state)
-            self.loss_ = self._one_epoch(step, l2, Xd, Td, Wd, sample_weight, order, batch)
+            self.loss_ = self._one_epoch(step, guard, l2, Xd, Td, Wd, sample_weight, order,
+                                        batch)
             self.n_iter_ += 1
             self.t_ += n
             self.loss_curve_.append(self.loss_)
@@ -331,8 +333,8 @@ class BaseMLP(BaseEstimator):
                              "validation_fraction or the size of the data set")
         return X_tr, T_tr, sw_tr, X_val, y_val, sw_val
 
-    def _one_epoch(self, step: Step, l2: L2Penalty, Xd, Td, Wd, sample_weight, order,
-                   batch: int) -> float:
+    def _one_epoch(self, step: Step, guard: Guard, l2: L2Penalty, Xd, Td, Wd, sample_weight,
+                   order, batch: int) -> float:
         """One pass over the batches of ``order``; the epoch's loss as scikit-learn reports
         it (each batch's loss weighted by its row count), read once at the end."""
         backend = self.model_.backend
@@ -342,7 +344,7 @@ class BaseMLP(BaseEstimator):
             index = xp.asarray(order, device=backend.device)
             Xd, Td = xp.take(Xd, index, axis=0), xp.take(Td, index, axis=0)
             Wd = None if Wd is None else xp.take(Wd, index, axis=0)
-        total = None
+        total: Any = 0.0  # a device scalar after the first batch
         try:
             with deferred_interrupts() as pending, backend.quiet():
                 for b, lo in enumerate(range(0, n, batch)):
@@ -357,8 +359,8 @@ class BaseMLP(BaseEstimator):
                     value = step(Xd[lo:hi, ...], Td[lo:hi, ...], weights=weights,
                                  where=(self.n_iter_, b))
                     pending.check()  # Ctrl-C lands between updates, as in fit
-                    total = value * (hi - lo) if total is None else total + value * (hi - lo)
-                step.guard.after_update(step.count, total, (self.n_iter_, b), force=True)
+                    total = total + value * (hi - lo)
+                guard.after_update(step.count, total, (self.n_iter_, b), force=True)
         except DivergenceError as exc:
             raise ValueError(f"{type(self).__name__}: the training loss became non-finite "
                              f"(lower learning_rate_init): {exc}") from exc

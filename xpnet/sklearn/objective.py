@@ -52,12 +52,11 @@ class L2Penalty:
 
     def __call__(self, grads: dict, step) -> dict:
         scale = self.alpha / self.denominator
-        squares = None
+        squares = []
         out = dict(grads)
         for name, W in step.model.parameters.arrays.items():
             if name.endswith(".W"):
                 out[name] = grads[name] + scale * W
-                term = self.xp.sum(W * W)
-                squares = term if squares is None else squares + term
-        step.value = step.value + (0.5 * scale) * squares
+                squares.append(self.xp.sum(W * W))
+        step.value = step.value + (0.5 * scale) * sum(squares[1:], squares[0])
         return out
