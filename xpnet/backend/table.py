@@ -984,3 +984,21 @@ def to_numpy(x) -> np.ndarray:
     if row is None:
         return np.asarray(x)
     return row.to_numpy(sys.modules[row.module], x)
+
+
+def of_array(x, dtype: str | None = None) -> Backend:
+    """The backend that holds ``x``: its library's row on ``x``'s device (``dtype`` the
+    float dtype to compute in, default float32). What follows an input's namespace, as
+    scikit-learn's array API dispatch does, asks this instead of naming libraries."""
+    import array_api_compat as compat
+
+    try:
+        xp = compat.array_namespace(x)
+    except TypeError as exc:
+        raise UnknownBackendError(f"{type(x).__name__} is not an array of any backend "
+                                  f"({exc})") from None
+    name = _namespace_name(xp)
+    if name not in _TABLE:
+        raise UnknownBackendError(f"arrays of {xp.__name__} have no xpnet backend; known "
+                                  f"backends: {', '.join(NAMES)}")
+    return get(name, compat.device(x), dtype)
