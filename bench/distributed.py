@@ -52,7 +52,9 @@ SHAPES = {  # bench/train_step.py's medium and large: (sizes, global batch, time
     "large": ([4096, 4096, 4096, 10], 1024, 3),
 }
 QUICK_SHAPES = {"tiny": ([64, 128, 10], 64, 5)}
-WARMUP = 2  # steps before the clock: allocation, caches, the first collective's setup
+# steps before the clock (allocation, caches, the first collective's setup); one is enough
+# for a step of a second, and keeps a full run near five minutes
+WARMUP = {"medium": 3, "large": 1, "tiny": 2}
 JOB_TIMEOUT_S = 900
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -111,15 +113,15 @@ class TimedComm:
         return getattr(self._comm, name)
 
 
-def xpnet_job(sizes, batch, steps) -> dict:
+def xpnet_job(sizes, batch, steps, warmup) -> dict:
     """``fit(comm=...)`` on this job's ranks: per-step seconds and communication seconds."""
     import xpnet as xn
 
     comm = TimedComm(xn.distributed.init())
-    X, y = _global_data(sizes, batch, max(steps + 1, WARMUP))
+    X, y = _global_data(sizes, batch, max(steps + 1, warmup))
     model = xn.mlp(sizes, activation="relu", seed=0)
     opt = xn.SGD(lr=0.01)
-    warm = WARMUP * batch
+    warm = warmup * batch
     model.fit(X[:warm], y[:warm], loss="cross_entropy", optimizer=opt, batch_size=batch,
               shuffle=False, comm=comm)
 
@@ -194,7 +196,7 @@ class OverlappedAllReduce:
         return grads
 
 
-def overlap_job(sizes, batch, steps) -> dict:
+def overlap_job(sizes, batch, steps, warmup) -> dict:
     """Blocking and overlapped all-reduce, alternating step by step in one job."""
     import xpnet as xn
     from xpnet.distributed import GradientAllReduce, shard
@@ -214,7 +216,7 @@ def overlap_job(sizes, batch, steps) -> dict:
     blocking.share = overlapped.share = (hi - lo) / batch
     out: dict = {"blocking_s": [], "overlap_s": [], "blocking_comm_s": [],
                  "overlap_wait_s": []}
-    for i in range(2 * (WARMUP + steps)):
+    for i in range(2 * (warmup + steps)):
         over = i % 2 == 1
         overlapped.on = over
         step.grad_hooks[:] = [overlapped if over else blocking]
@@ -222,7 +224,7 @@ def overlap_job(sizes, batch, steps) -> dict:
         t0 = time.perf_counter()
         step(Xd, Td)
         took = time.perf_counter() - t0
-        if i >= 2 * WARMUP:
+        if i >= 2 * warmup:
             out["overlap_s" if over else "blocking_s"].append(took)
             spent = (overlapped.seconds if over else comm.seconds) - before
             out["overlap_wait_s" if over else "blocking_comm_s"].append(spent)
@@ -231,7 +233,7 @@ def overlap_job(sizes, batch, steps) -> dict:
     return out
 
 
-def ddp_job(sizes, batch, steps) -> dict:
+def ddp_job(sizes, batch, steps, warmup) -> dict:
     """PyTorch DDP (gloo) on this job's ranks, or the plain model in one process: synced
     steps alternating with ``no_sync()`` steps (the latter only with more than one rank)."""
     import torch
@@ -267,7 +269,7 @@ def ddp_job(sizes, batch, steps) -> dict:
         opt.step()
         return time.perf_counter() - t0
 
-    for _ in range(WARMUP):
+    for _ in range(warmup):
         one(True)
     if size > 1:
         dist.barrier()
@@ -287,7 +289,7 @@ JOBS = {"xpnet": xpnet_job, "overlap": overlap_job, "ddp": ddp_job}
 
 def run_worker(args) -> int:
     sizes, batch, default_steps = (SHAPES | QUICK_SHAPES)[args.shape]
-    result = JOBS[args.worker](sizes, batch, args.steps or default_steps)
+    result = JOBS[args.worker](sizes, batch, args.steps or default_steps, WARMUP[args.shape])
     result["threadpools"] = _threadpools()
     if result["rank"] == 0:
         args.result.write_text(json.dumps(result))
