@@ -437,6 +437,10 @@ def to_markdown(payload) -> str:
                                            for k, v in payload["goals"].items()))
     for name, why in payload["skipped"].items():
         parts.append(f"Skipped {name}: {why}")
+    facts = payload["machine"]
+    parts.append(f"Load average (1, 5, 15 min) at the start {facts.get('load_average_at_start')}"
+                 f", at the end {facts.get('load_average')}: with more runnable work than "
+                 "cores, the ranks of a job wait for each other in every all-reduce.")
     parts.append(f"Rounds: {payload['reps']}; one BLAS thread per rank; communication: xpnet "
                  "the time inside the hook's all-reduce calls, DDP its synced step minus its "
                  "`no_sync()` step.\n\n" + common.facts_markdown(payload["machine"]))
@@ -457,6 +461,7 @@ def main(argv=None) -> int:
     if args.worker:
         return run_worker(args)
     common.limit_threads(1)  # this process only launches, but its facts should say 1 thread
+    load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     shapes = QUICK_SHAPES if args.quick else SHAPES
     if args.shapes:
         shapes = {k: v for k, v in (SHAPES | QUICK_SHAPES).items() if k in args.shapes.split(",")}
@@ -493,6 +498,7 @@ def main(argv=None) -> int:
     facts["thread_limits"] = {"threads": 1, **ONE_THREAD}  # the jobs' environment
     facts["job_threadpools"] = next(iter(results.values()))[0]["threadpools"] if results else []
     facts["mpi"] = _mpi_version()
+    facts["load_average_at_start"] = load_at_start  # other work on the machine skews ranks
     command = ("python bench/distributed.py "
                + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     payload = {"benchmark": "distributed", "quick": args.quick, "command": command,
