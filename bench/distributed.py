@@ -125,8 +125,12 @@ def xpnet_job(sizes, batch, steps, warmup) -> dict:
     model.fit(X[:warm], y[:warm], loss="cross_entropy", optimizer=opt, batch_size=batch,
               shuffle=False, comm=comm)
 
-    class Clock(xn.Callback):  # the first batch also absorbs the ranks' different starts
-        marks: list = []
+    class Clock(xn.Callback):
+        """Clock and communication seconds at each batch end. Steps are timed between two
+        ends, so the first batch, which also absorbs the ranks' different starts, is not."""
+
+        def __init__(self):
+            self.marks: list = []
 
         def on_batch_end(self, batch_index, logs):
             self.marks.append((time.perf_counter(), comm.seconds))
