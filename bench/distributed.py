@@ -379,6 +379,10 @@ def summarise(shape, variant, k, rounds: list[dict], ones: list[dict] | None) ->
         eff = [a / (k * t) for a, t in zip(t1, per_round, strict=True)]
         row.update(efficiency=statistics.median(eff), efficiency_min=min(eff),
                    efficiency_max=max(eff), efficiency_rounds=eff)
+        # the same with the communication taken out: what the machine gives k ranks'
+        # compute (below 1: the ranks did not get k cores' worth of GEMM)
+        row["efficiency_without_comm"] = statistics.median(t1) / (
+            k * (row["median_s"] - row["comm_s"]))
     return row
 
 
@@ -412,14 +416,16 @@ def to_markdown(payload) -> str:
     rows = payload["rows"]
     table = common.markdown_table(
         ["shape", "variant", "ranks", "step (median)", "range", "samples/s",
-         "efficiency t1/(k tk)", "range", "communication / step"],
+         "efficiency t1/(k tk)", "range", "communication / step",
+         "efficiency without communication"],
         [[_label(r["shape"]), r["variant"], r["ranks"], common.fmt_time(r["median_s"]),
           f"{common.fmt_time(r['min_s'])}-{common.fmt_time(r['max_s'])}",
           f"{r['samples_per_s']:.0f}", _f2(r.get("efficiency")),
           "" if "efficiency_min" not in r else
           f"{r['efficiency_min']:.2f}-{r['efficiency_max']:.2f}",
           common.fmt_time(r["comm_s"]) if r["comm_s"] >= 0 else
-          f"-{common.fmt_time(-r['comm_s'])}"] for r in rows])
+          f"-{common.fmt_time(-r['comm_s'])}", _f2(r.get("efficiency_without_comm"))]
+         for r in rows])
     parts = [f"# distributed\n\n`{payload['command']}`\n", table]
     if payload["overlap"]:
         parts.append("## Overlapping the all-reduce with backward (2 ranks, NumPy)\n\n"
