@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +132,39 @@ def test_fit_overhead_quick(tmp_path):
         assert all(0.0 <= v <= 1.0 for v in shares.values()), shares
         assert shares["step (without the guard)"] > 0
     assert data["memory"] and all(r["lower_bound_bytes"] > 0 for r in data["memory"])
+def _mpi_skip_reason() -> str | None:
+    if importlib.util.find_spec("mpi4py") is None:
+        return "mpi4py is not installed (pip install 'xpnet[mpi]')"
+    beside = Path(sys.executable).parent / "mpiexec"
+    if not beside.exists() and shutil.which("mpiexec") is None:
+        return "no mpiexec on PATH or beside the interpreter (pip install mpich)"
+    return None
+
+
+def _check_distributed(data, libraries):
+    rows = {(row["variant"], row["ranks"]): row for row in data["rows"]}
+    assert set(rows) == {(lib, k) for lib in libraries for k in (1, 2)}
+    for row in rows.values():
+        assert _is_number(row["median_s"]) and _is_number(row["samples_per_s"])
+        assert _is_number(row["efficiency"]) and _is_number(row["comm_s"])
+    assert rows[("xpnet", 1)]["comm_s"] == 0.0  # one process sends nothing
+    assert rows[("xpnet", 2)]["comm_s"] > 0.0  # the hook's all-reduce was timed
+
+
+@pytest.mark.skipif(_mpi_skip_reason() is not None, reason=str(_mpi_skip_reason()))
+def test_distributed_quick(tmp_path):
+    data = _run("distributed.py", tmp_path, "--libraries", "xpnet")
+    assert data["benchmark"] == "distributed" and data["ranks"] == [1, 2]
+    _check_distributed(data, ["xpnet"])
+    (overlap,) = data["overlap"]
+    for key in ("blocking_s", "overlap_s", "overlap_vs_blocking", "overlap_wait_s"):
+        assert _is_number(overlap[key]), key
+
+
+@pytest.mark.slow  # torch.distributed.run starts in seconds, each time
+@pytest.mark.skipif(_mpi_skip_reason() is not None, reason=str(_mpi_skip_reason()))
+def test_distributed_quick_against_ddp(tmp_path):
+    pytest.importorskip("torch")
+    data = _run("distributed.py", tmp_path, "--no-overlap")
+    _check_distributed(data, ["xpnet", "torch-ddp"])
+    assert "tiny_2_ranks_at_least_ddp" in data["goals"]

@@ -32,6 +32,8 @@ class GradientAllReduce:
     The loop sets ``share`` (local rows / global rows) before each step. The hook also
     replaces ``step.value`` by the global batch's loss, so the divergence guard decides
     on the same numbers on every rank. One buffer is sent where the gradients are flat.
+    The loss is summed as a one-element array on the device, never read on the host: a
+    read would be a device sync every step on a GPU.
     """
 
     def __init__(self, comm, backend):
@@ -39,8 +41,7 @@ class GradientAllReduce:
         self.share = 1.0
 
     def __call__(self, grads: dict, step) -> dict:
-        local = float(step.value) * self.share if self.share else 0.0  # 0 rows: a NaN mean
-        step.value = self.backend.asarray(self.comm.allreduce_scalar(local))
+        step.value = self.global_loss(step.value)
         if step.grads is not None:
             flat = step.grads.flat
             flat *= self.share
@@ -50,3 +51,12 @@ class GradientAllReduce:
         return {name: self.comm.allreduce_(xp.multiply(g, self.share), self.backend)
                 for name, g in grads.items()}
 
+
+    def global_loss(self, value):
+        """The global batch's loss (0-d, on the device) from this shard's mean ``value``."""
+        xp = self.backend.xp
+        # a shard of 0 rows trained on one row weighted 0: its mean counts for nothing
+        # (multiplying by 0 would keep a NaN or an inf)
+        local = xp.multiply(value, self.share) if self.share else xp.zeros_like(value)
+        total = self.comm.allreduce_(xp.reshape(local, (1,)), self.backend)
+        return xp.reshape(total, ())
