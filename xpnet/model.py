@@ -437,9 +437,12 @@ class Sequential:
                         callbacks=callbacks, seed=seed, verbose=verbose, shuffle=shuffle, lr=lr,
                         **kwargs)
 
-    def evaluate(self, X, y, loss: str = "mse", batch_size: int | None = None) -> dict:
-        """``{"loss": ..., "accuracy": ...}`` (accuracy for classification losses only)."""
-        return loop.evaluate(self, X, y, loss=loss, batch_size=batch_size)
+    def evaluate(self, X, y, loss: str = "mse", batch_size: int | None = None,
+                 sample_weight=None) -> dict:
+        """``{"loss": ..., "accuracy": ...}`` (accuracy for classification losses only;
+        ``sample_weight`` weights the loss and every metric)."""
+        return loop.evaluate(self, X, y, loss=loss, batch_size=batch_size,
+                             sample_weight=sample_weight)
 
     def save(self, path) -> None:
         """Write architecture, parameters and optimizer state to ``path`` (.npz), atomically."""

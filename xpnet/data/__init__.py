@@ -4,11 +4,14 @@
 from .validate import (
     DataError,
     batch_bounds,
+    class_weights,
     epoch_rngs,
     host_rng,
     inputs,
     parameter,
+    sample_weights,
     targets,
 )
 
-__all__ = ["DataError", "batch_bounds", "epoch_rngs", "host_rng", "inputs", "parameter", "targets"]
+__all__ = ["DataError", "batch_bounds", "class_weights", "epoch_rngs", "host_rng", "inputs",
+           "parameter", "sample_weights", "targets"]

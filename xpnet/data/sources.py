@@ -59,12 +59,14 @@ def all_rows(lo: int, hi: int) -> tuple[int, int]:
     return lo, hi
 
 
-def source(model, X, y, loss, names=("X", "y")):
-    """``Mapped`` when X or y is memory-mapped, else ``Arrays`` (validated on the device)."""
+def source(model, X, y, loss, names=("X", "y"), W=None):
+    """``Mapped`` when X or y is memory-mapped, else ``Arrays`` (validated on the device).
+    ``W``: validated per-sample weights on the host (``validate.sample_weights``) or None."""
     if mapping_of(X) is None and mapping_of(y) is None:
         Xd = model.device_inputs(X, names[0])
-        return Arrays(model.backend, Xd, model.device_targets(y, loss, Xd, names[1]))
-    return Mapped(model, X, y, loss, names)
+        Wd = None if W is None else model.backend.asarray(W)
+        return Arrays(model.backend, Xd, model.device_targets(y, loss, Xd, names[1]), Wd)
+    return Mapped(model, X, y, loss, names, W)
 
 
 def is_batches(X) -> bool:
@@ -153,8 +155,8 @@ class Arrays:
         return self.backend.xp.take(a, rows, axis=0)
 
     def chunks(self, batch_size=None) -> Generator[tuple, None, None]:
-        """``(X, T)`` for evaluation: in memory, all of it at once."""
-        yield self.X, self.T
+        """``(X, T, W)`` for evaluation: in memory, all of it at once."""
+        yield self.X, self.T, self.W
 
 
 # --------------------------------------------------------------------------- mapped
@@ -355,7 +357,7 @@ class Mapped:
         return _prefetched(produce)
 
     def chunks(self, batch_size=None) -> Generator[tuple, None, None]:
-        """``(X, T)`` for evaluation, a chunk of rows (whole batches of ``batch_size``) at
+        """``(X, T, W)`` for evaluation, a chunk of rows (whole batches of ``batch_size``) at
         a time, the next read while the current one is evaluated."""
         spans = self._spans(batch_size)
         plan = iter(spans)
@@ -366,7 +368,7 @@ class Mapped:
                 return _END
             where = "" if len(spans) == 1 else f"[{span[0]}:{span[1]}]"
             batch = self._load(slice(*span), where)
-            return batch.X, batch.T
+            return batch.X, batch.T, batch.W
 
         return _prefetched(produce)
 

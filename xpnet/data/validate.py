@@ -472,3 +472,51 @@ def _distributions(host: np.ndarray, n_classes: int, name: str) -> np.ndarray:
                         f"(non-negative, summing to 1), but row {row} sums to "
                         f"{sums[row]:.6g} ({int(off.sum())} row(s) do not)")
     return host
+
+
+def sample_weights(owner: str, weights, n_samples: int) -> np.ndarray:
+    """``weights`` (one per sample) as a host float64 vector: 1-D, ``n_samples`` long,
+    finite, non-negative and not all zero; DataError naming what is wrong otherwise."""
+    name = f"{owner}: sample_weight"
+    host = _real_numbers(name, _to_host(name, weights), allow_bool=False).astype(np.float64)
+    if host.ndim != 1:
+        raise DataError(f"{name} must be 1-D, one weight per sample; got shape {host.shape}")
+    if host.shape[0] != n_samples:
+        raise DataError(f"{name} has {host.shape[0]} weights for {n_samples} samples: "
+                        "give one per sample")
+    _check_finite(name, host)
+    negative = np.flatnonzero(host < 0)
+    if negative.size:
+        raise DataError(f"{name} must be non-negative; sample {int(negative[0])} has "
+                        f"{host[negative[0]]:g}")
+    if not np.any(host > 0):
+        raise DataError(f"{name} is zero for every sample: nothing would be trained on")
+    return host
+
+
+def class_weights(owner: str, weights, n_classes: int) -> np.ndarray:
+    """``weights`` (a mapping label -> weight, labels missing from it weighing 1, as in
+    Keras; or a sequence of ``n_classes`` weights) as a host float64 vector of
+    ``n_classes``: finite, non-negative, not all zero."""
+    name = f"{owner}: class_weight"
+    if isinstance(weights, dict):
+        out = np.ones(n_classes)
+        for label, value in weights.items():
+            if isinstance(label, bool) or not isinstance(label, numbers.Integral) \
+                    or not 0 <= int(label) < n_classes:
+                raise DataError(f"{name} has label {label!r}; the model has {n_classes} "
+                                f"classes, labelled 0 to {n_classes - 1}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise DataError(f"{name}[{label!r}] must be a number; got {value!r}")
+            out[int(label)] = float(value)
+    else:
+        out = _real_numbers(name, _to_host(name, weights), allow_bool=False).astype(np.float64)
+        if out.ndim != 1 or out.shape[0] != n_classes:
+            raise DataError(f"{name} must hold one weight per class ({n_classes}); got shape "
+                            f"{out.shape} (or pass a mapping {{label: weight}})")
+    _check_finite(name, out)
+    if np.any(out < 0):
+        raise DataError(f"{name} must be non-negative; got {out.tolist()}")
+    if not np.any(out > 0):
+        raise DataError(f"{name} is zero for every class: nothing would be trained on")
+    return out

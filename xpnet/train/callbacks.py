@@ -34,10 +34,16 @@ class Callback:
 
     ``rank_zero_only``: in a run over many processes (``fit(comm=...)``), only rank 0
     keeps this callback (those that write files or print).
+
+    ``wants_batch_loss``: set True to find each batch's loss as a float in
+    ``on_batch_end``'s ``logs["batch_loss"]``. Reading it is a host read every batch: on
+    a GPU or JAX that waits for the device each step, so leave it False unless needed
+    (``logs["loss"]``, the epoch's running mean, is filled where it costs nothing).
     """
 
     model = None
     rank_zero_only = False
+    wants_batch_loss = False
 
     def set_model(self, model) -> None:
         """Called once before training with the model being trained."""
@@ -50,7 +56,8 @@ class Callback:
         """Before each epoch (numbered from 0)."""
 
     def on_batch_end(self, batch: int, logs: dict) -> None:
-        """After each batch; ``logs`` holds its ``size`` (not the loss: no device sync)."""
+        """After each batch; ``logs`` holds its ``size``, ``seen``, the running ``loss``
+        where it is free, and ``batch_loss`` if ``wants_batch_loss``."""
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         """After each epoch; ``logs`` holds the epoch's loss and validation metrics."""

@@ -57,13 +57,17 @@ class _Run:
     shard: Callable = sources.all_rows  # this process's rows (start, stop) of a batch [lo, hi)
     initial_epoch: int = 0
     rng: Any = None  # the current epoch's Generator
+    class_weights: Callable | None = None  # T -> each row's class weight (device), or None
+    max_steps: int | None = None  # stop after this many updates
+    batch_loss: bool = False  # a callback asked for each batch's loss (a host read each)
 
 
 def fit(model, X, y=None, loss: str = "mse", optimizer="sgd", epochs: int = 1,
         batch_size: int | None = 32, validation_data=None, validation_split: float = 0.0,
         callbacks: Iterable[Callback] = (), seed: int | None = 0, verbose: int = 0,
         shuffle: bool = True, lr: float | None = None, check_every: int = 50,
-        comm=None, initial_epoch: int = 0, graphs: bool | str = "auto") -> History:
+        comm=None, initial_epoch: int = 0, graphs: bool | str = "auto", sample_weight=None,
+        class_weight=None, max_steps: int | None = None) -> History:
     """Train ``model`` on (X, y) and return a History (also kept as ``model.history``).
 
     - ``X``, ``y``: arrays (NumPy, any backend's, nested lists), or memory-mapped NumPy
@@ -102,6 +106,18 @@ def fit(model, X, y=None, loss: str = "mse", optimizer="sgd", epochs: int = 1,
       With the model and optimizer of a checkpoint (``model = xn.load(path)``, then
       ``optimizer=model.optimizer``) and the same data, seed and batch size, the epochs
       are those the uninterrupted run would have trained (on any number of processes).
+    - ``sample_weight``: one non-negative weight per sample (not all zero): each batch's
+      loss is ``sum(w_i * l_i) / sum(w_i)``, ``l_i`` sample i's loss (for mse, its mean
+      over the outputs). Split along with X by ``validation_split``; the validation loss
+      is unweighted. Not with an iterable of batches.
+    - ``class_weight``: for "cross_entropy" and single-output "binary_cross_entropy", a
+      mapping ``{label: weight}`` (missing labels weigh 1) or one weight per class: each
+      sample weighs its label's weight, as ``torch.nn.CrossEntropyLoss(weight=...)``;
+      multiplied with ``sample_weight`` when both are given. A batch whose weights are all
+      zero adds a zero gradient.
+    - ``max_steps``: stop after this many updates, mid-epoch if need be; that epoch's
+      logs cover the batches it trained, and ``history.history["steps"]`` records the
+      updates made by the end of each epoch.
     - ``graphs``: "auto" captures the step as a CUDA graph and replays it where the
       backend can (torch on CUDA) and the step allows (no Dropout, hooks or own layers;
       ``xpnet.train.graphs``), the short last batch running eagerly; True insists and
@@ -122,6 +138,7 @@ def fit(model, X, y=None, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     if initial_epoch > epochs:
         raise ValueError(f"fit: initial_epoch={initial_epoch} is past epochs={epochs} "
                          "(epochs is the last epoch's number plus one, as in Keras)")
+    max_steps = checks.integer("fit", "max_steps", max_steps, 1, allow_none=True)
     rngs = _epoch_rngs(seed)
     if verbose not in (0, 1, 2, True, False):
         raise ValueError(f"fit: verbose must be 0, 1 or 2; got {verbose!r}")
@@ -136,7 +153,13 @@ def fit(model, X, y=None, loss: str = "mse", optimizer="sgd", epochs: int = 1,
     comm = _communicator(comm)
     if comm is not None:
         _refuse_layer_state(model)
-    train, val = _sources(model, X, y, entry, validation_data, validation_split, epochs)
+        if sample_weight is not None or class_weight is not None:
+            raise ValueError("fit(comm=...): sample_weight and class_weight are not supported "
+                             "over many processes yet (each shard's share of the global batch "
+                             "would have to be its share of the weights); train in one process")
+    weights_of = _class_weights(model, entry, class_weight)
+    train, val = _sources(model, X, y, entry, validation_data, validation_split, epochs,
+                          sample_weight)
     n = train.n_samples
     rows = train.first_rows if n is None else n
     _check_memory(model, opt, None if n is None else batch_size, rows,
@@ -161,7 +184,8 @@ def fit(model, X, y=None, loss: str = "mse", optimizer="sgd", epochs: int = 1,
                            if type(cb).on_batch_end is not Callback.on_batch_end],
                rngs, shuffle, history, comm, reducer,
                sources.all_rows if comm is None else lambda lo, hi: _rows(comm, lo, hi),
-               initial_epoch)
+               initial_epoch, None, weights_of, max_steps,
+               any(cb.wants_batch_loss for cb in callbacks))
     with explaining_out_of_memory(model, "fit", batch_size, rows):
         return _train(run)
 
@@ -241,17 +265,24 @@ def _check_memory(model, optimizer, batch_size, n_samples: int, ranks: int = 1) 
                snapshots=1, built=True)
 
 
-def _sources(model, X, y, loss, validation_data, validation_split, epochs):
+def _sources(model, X, y, loss, validation_data, validation_split, epochs,
+             sample_weight=None):
     """The training and validation data sources (``data.sources``), every row of arrays
     validated (an iterable's first batch), before anything changes."""
     if y is None and sources.is_batches(X):
+        if sample_weight is not None:
+            raise ValueError("fit: sample_weight needs X and y as arrays; an iterable of "
+                             "batches has no rows to match it with (use class_weight, or "
+                             "arrays)")
         if validation_split:
             raise ValueError("fit: validation_split cannot split an iterable of batches (it "
                              "is not known whole before it is read); pass validation_data="
                              "(X_val, y_val)")
         train = sources.Batches(model, X, loss, epochs)
     else:
-        train = sources.source(model, X, y, loss)
+        W = None if sample_weight is None else data.sample_weights(
+            "fit", sample_weight, _rows_of(X))
+        train = sources.source(model, X, y, loss, W=W)
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -268,6 +299,34 @@ def _sources(model, X, y, loss, validation_data, validation_split, epochs):
     if val is not None:
         val.validate()
     return train, val
+
+
+def _rows_of(X) -> int:
+    """How many samples ``X`` holds (before validation: ``len`` of a nested list)."""
+    shape = getattr(X, "shape", None)
+    return int(shape[0]) if shape is not None and len(shape) else len(X)
+
+
+def _class_weights(model, loss: losses.Loss, class_weight):
+    """``T -> weights`` giving each row of encoded targets its class's weight, on the
+    model's device; None without ``class_weight``."""
+    if class_weight is None:
+        return None
+    if loss.name not in ("cross_entropy", "binary_cross_entropy"):
+        raise ValueError(f"fit: class_weight needs a classification loss (cross_entropy or "
+                         f"binary_cross_entropy); got loss {loss.name!r} (use sample_weight)")
+    n_out = model.n_out
+    if loss.name == "binary_cross_entropy" and n_out != 1:
+        raise ValueError(f"fit: class_weight with binary_cross_entropy needs one output "
+                         f"(labels 0 and 1); the model has {n_out}")
+    n_classes = 2 if loss.name == "binary_cross_entropy" else n_out
+    if n_classes is None:
+        raise ValueError("fit: class_weight needs a model whose output width is known")
+    backend = model.backend
+    xp, table = backend.xp, backend.asarray(data.class_weights("fit", class_weight, n_classes))
+    if loss.name == "cross_entropy":  # one-hot (or distribution) rows: the likeliest class
+        return lambda T: xp.take(table, xp.argmax(T, axis=1), axis=0)
+    return lambda T: xp.take(table, xp.astype(T[:, 0] >= 0.5, xp.int64), axis=0)
 
 
 def _warn_if_output_squashed(model, loss: losses.Loss) -> None:
@@ -340,8 +399,12 @@ def _epoch(run: _Run, epoch: int, pending) -> None:
     total, seen, b = None, 0, 0
     with contextlib.closing(run.data.epoch(run.bounds, order, run.shard)) as batches:
         for b, batch in enumerate(batches):
+            weights = batch.W
+            if run.class_weights is not None:
+                by_class = run.class_weights(batch.T)
+                weights = by_class if weights is None else weights * by_class
             value = step(batch.X, batch.T, rng=_batch_rng(run, batch.lo, batch.hi),
-                         weights=batch.W, where=(epoch, b))
+                         weights=weights, where=(epoch, b))
             pending.check()
             weighted = value * (batch.hi - batch.lo)
             total = weighted if total is None else total + weighted
@@ -349,13 +412,20 @@ def _epoch(run: _Run, epoch: int, pending) -> None:
             if run.per_batch:
                 batch_logs = {"size": batch.hi - batch.lo, "seen": seen, "loss_sum": total,
                               "loss": _running_loss(model.backend, step, total, seen)}
+                if run.batch_loss:  # asked for: one host read per batch (a sync on a GPU)
+                    batch_logs["batch_loss"] = float(value)
                 for cb in run.per_batch:
                     cb.on_batch_end(b, batch_logs)
             if not model.backend.cheap_reads:  # the next check reads it in its own host copy
                 step.guard.carry(total, seen)
+            if run.max_steps is not None and step.count >= run.max_steps:
+                model.stop_training = True  # the last update asked for: end here
+                break
     logs = {"loss": _epoch_loss(model.backend, step, total, seen, (epoch, b))}
     if step.loss_scaler is not None:  # float16: updates left out for overflowing gradients
         logs["skipped_steps"] = step.skipped - skipped_before
+    if run.max_steps is not None:
+        logs["steps"] = step.count
     if run.val is not None:
         for key, value in _evaluate_source(model, run.val, step.loss, step.kernels).items():
             logs[f"val_{key}"] = value
@@ -411,11 +481,14 @@ def _evaluate_source(model, source, loss: losses.Loss, kernels, batch_size=None)
     one batch; in memory the single chunk is all of it."""
     xp = model.backend.xp
     with contextlib.closing(source.chunks(batch_size)) as chunks:
-        parts = [(model.predict_device(X, batch_size), T) for X, T in chunks]
-    Y, T = parts[0] if len(parts) == 1 else (xp.concat([p[0] for p in parts], axis=0),
-                                             xp.concat([p[1] for p in parts], axis=0))
-    value, _ = loss.value_and_grad(kernels, xp, Y, T)  # the formula fit trains with
-    unread = {"loss": (value, 1), **metrics.unread_metrics(xp, Y, T, loss.name)}
+        parts = [(model.predict_device(X, batch_size), T, W) for X, T, W in chunks]
+    Y, T, W = parts[0] if len(parts) == 1 else (
+        xp.concat([p[0] for p in parts], axis=0), xp.concat([p[1] for p in parts], axis=0),
+        None if parts[0][2] is None else xp.concat([p[2] for p in parts], axis=0))
+    if W is not None:
+        W = W / xp.sum(W)
+    value, _ = loss.value_and_grad(kernels, xp, Y, T, W)  # the formula fit trains with
+    unread = {"loss": (value, 1), **metrics.unread_metrics(xp, Y, T, loss.name, W)}
     if model.backend.cheap_reads:
         return {name: float(v) / divisor for name, (v, divisor) in unread.items()}
     # one host copy for the loss and every metric: each read would wait for the device
@@ -425,13 +498,16 @@ def _evaluate_source(model, source, loss: losses.Loss, kernels, batch_size=None)
     return {name: float(h) / divisor for (name, (_, divisor)), h in pairs}
 
 
-def evaluate(model, X, y, loss: str = "mse", batch_size: int | None = None) -> dict:
+def evaluate(model, X, y, loss: str = "mse", batch_size: int | None = None,
+             sample_weight=None) -> dict:
     """``{"loss": ...}`` plus ``"accuracy"`` for classification losses, or ``"mse"``,
     ``"mae"`` and ``"r2"`` for regression (all floats, computed on the device). A
     memory-mapped X or y is read and checked a chunk of rows at a time."""
     entry = losses.resolve(loss)
     batch_size = checks.integer("evaluate", "batch_size", batch_size, 1, allow_none=True)
-    source = sources.source(model, X, y, entry)
+    W = None if sample_weight is None else data.sample_weights(
+        "evaluate", sample_weight, _rows_of(X))
+    source = sources.source(model, X, y, entry, W=W)
     with explaining_out_of_memory(model, "evaluate", batch_size, source.n_samples):
         return _evaluate_source(model, source, entry, model.backend.kernels, batch_size)
 
@@ -444,6 +520,6 @@ def predict(model, X, batch_size: int | None = None):
         return model.predict_device(model.device_inputs(X), batch_size)
     source = sources.Mapped(model, X, None, None)
     with contextlib.closing(source.chunks(batch_size)) as chunks:
-        parts = [model.predict_device(Xc, batch_size) for Xc, _ in chunks]
+        parts = [model.predict_device(Xc, batch_size) for Xc, _, _ in chunks]
     return parts[0] if len(parts) == 1 else model.backend.xp.concat(parts, axis=0)
 

@@ -138,16 +138,40 @@ def device_metrics(xp, Y, T, loss: str) -> dict:
             for name, (value, divisor) in unread_metrics(xp, Y, T, loss).items()}
 
 
-def unread_metrics(xp, Y, T, loss: str) -> dict:
+def unread_metrics(xp, Y, T, loss: str, weights=None) -> dict:
     """``device_metrics`` left on the device: name -> (0-d array, divisor), the metric
     being the array's value over the divisor, so that a caller can read them all (and the
     loss) in one host copy. Accuracy is the count of hits over the rows: exact in the
-    model's float dtype up to 2**24 rows in float32."""
+    model's float dtype up to 2**24 rows in float32. ``weights`` (one per row, summing to
+    1) weight each row, as scikit-learn's metrics take ``sample_weight``."""
+    if weights is not None:
+        return _weighted_metrics(xp, Y, T, loss, weights)
     if loss == "cross_entropy":
         return {"accuracy": _hits(xp, xp.argmax(Y, axis=1) == xp.argmax(T, axis=1))}
     if loss in CLASSIFICATION:  # binary: logits against {0, 1} targets
         return {"accuracy": _hits(xp, (Y >= 0) == (T >= 0.5))}
     return {"mse": (_mse(xp, Y, T), 1), "mae": (_mae(xp, Y, T), 1), "r2": (_r2(xp, Y, T), 1)}
+
+
+def _weighted_metrics(xp, Y, T, loss: str, w) -> dict:
+    """``unread_metrics`` with each row weighted by ``w`` (summing to 1)."""
+    if loss in CLASSIFICATION:
+        if loss == "cross_entropy":
+            per_row = xp.astype(xp.argmax(Y, axis=1) == xp.argmax(T, axis=1), w.dtype)
+        else:  # each row's share of its outputs that are right, as unweighted counts them
+            per_row = xp.mean(xp.astype((Y >= 0) == (T >= 0.5), w.dtype), axis=1)
+        return {"accuracy": (xp.sum(w * per_row), 1)}
+    D = Y - T
+    wc = w[:, None]
+    residual = xp.sum(wc * D * D, axis=0)
+    C = T - xp.sum(wc * T, axis=0, keepdims=True)
+    total = xp.sum(wc * C * C, axis=0)
+    zero, one = xp.zeros_like(total), xp.ones_like(total)
+    constant = total == zero
+    per_column = xp.where(constant, xp.where(residual == zero, one, zero),
+                          one - residual / xp.where(constant, one, total))
+    return {"mse": (xp.mean(residual), 1), "mae": (xp.mean(xp.sum(wc * xp.abs(D), axis=0)), 1),
+            "r2": (xp.mean(per_column), 1)}
 
 
 def _hits(xp, hits) -> tuple:

@@ -138,8 +138,9 @@ class Step:
         ``where`` (epoch, batch) is what a divergence error names.
         """
         self.batch_size = X.shape[0]  # what a hook may scale by
-        if weights is not None:
-            weights = weights / self.model.backend.xp.sum(weights)
+        if weights is not None:  # an all-zero batch: zero loss and gradient, not 0/0
+            xp = self.model.backend.xp
+            weights = weights / xp.maximum(xp.sum(weights), xp.finfo(weights.dtype).smallest_normal)
         value = None
         if self._traced is not None and weights is None:
             value = self._traced(X, T)
