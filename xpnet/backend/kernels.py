@@ -2,7 +2,8 @@
 
 Every kernel object has the same small interface:
 
-- ``linear(X, W, b)``: ``X @ W + b`` (``b`` may be None);
+- ``linear(X, W, b)``: ``X @ W + b`` (``b`` may be None); ``linear_grad(dY, W)``: ``dY @ W.T``,
+  its input gradient;
 - ``matmul(A, B, out)`` / ``sum_rows(A, out)``: ``A @ B`` / ``sum(A, axis=0)``, written into
   ``out`` when given (a view of the flat gradient buffer);
 - ``sgd_(p, g, lr)``: ``p -= lr * g`` in place (mutable backends only);
@@ -12,19 +13,29 @@ Every kernel object has the same small interface:
 - ``losses``: fused loss-and-gradient overrides by loss name; the loss's own maths (in
   ``nn/losses.py``) runs for every name not listed.
 
+``for_step()`` gives the kernels one ``Step`` trains with. On NumPy and torch that is a copy
+holding a ``Workspace`` (``workspace.py``): between the step's ``start`` and ``stop`` the
+temporaries above (layer outputs, input gradients, the loss's exponentials, Adam's
+denominator) are written into the arrays of the step before instead of new ones. The
+shared kernels (``backend.kernels``, what ``predict`` and ``evaluate`` use) have none and
+always return fresh arrays.
+
 ``Portable`` is the reference: array API calls only, so it runs on every backend, with no
-overrides. The others do the same maths with what one library offers beyond the standard
-(``out=``, ``addmm``, ``threshold_backward``, fused CuPy kernels) and are proven equal to
-the portable path by ``tests/test_fast.py``. Which one a backend gets is a column of the
+overrides and no reuse. The others do the same maths with what one library offers beyond
+the standard (``out=``, ``addmm``, ``threshold_backward``, fused CuPy kernels) and are proven
+equal to the portable path by ``tests/test_fast.py``. Which one a backend gets is a column of the
 backend table (``table.py``); ``xn.fast_paths(False)`` gives every backend ``Portable``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 
 import numpy as np
+
+from .workspace import Workspace
 
 
 class Portable:
@@ -44,6 +55,26 @@ class Portable:
             Y += b
             return Y
         return Y + b
+
+    def linear_grad(self, dY, W):
+        """``dY @ W.T``: the gradient of ``linear`` with respect to ``X``."""
+        return dY @ W.T
+
+    workspace: Workspace | None = None  # a step's reused arrays (see for_step); None: fresh
+
+    def for_step(self) -> Portable:
+        """The kernels one ``Step`` trains with: these; the libraries that reuse a step's
+        temporaries return a copy with a ``Workspace`` of its own."""
+        return self
+
+    def _out(self, shape: tuple, like, *others):
+        """Where an op whose result has ``shape`` and ``like``'s dtype may write: an array
+        of the step's workspace, or None (a fresh array) outside a step, without one, or
+        when the operands' dtypes differ (writing into ``out`` would then cast)."""
+        ws = self.workspace
+        if ws is None or any(o.dtype != like.dtype for o in others):
+            return None
+        return ws.take(shape, like.dtype, like)
 
     relu = None  # fused ReLU (X, overwrite) -> Y; None: the layer's own maths
     relu_grad = None  # fused ReLU gradient (dY, Y) -> dX; None: the layer's own maths
@@ -133,6 +164,11 @@ class NumPyKernels(_Mutable):
         self._local = threading.local()  # one scratch per thread: kernels are shared
         self._ones_cache: dict = {}  # read-only ones vectors by (length, dtype)
 
+    def for_step(self) -> NumPyKernels:
+        scoped = copy.copy(self)  # shares the per-thread update scratch and the ones cache
+        scoped.workspace = Workspace(lambda shape, dtype, like: np.empty(shape, dtype))
+        return scoped
+
     def _buffer(self, dtype):
         buf = getattr(self._local, "buf", None)
         if buf is None or buf.dtype != dtype:
@@ -159,6 +195,15 @@ class NumPyKernels(_Mutable):
             ones = self._ones_cache[(n, dtype)] = np.ones(n, dtype)
         return ones
 
+    def linear(self, X, W, b):
+        Y = np.matmul(X, W, out=self._out((*X.shape[:-1], W.shape[1]), X, W))
+        if b is not None:
+            Y += b
+        return Y
+
+    def linear_grad(self, dY, W):
+        return np.matmul(dY, W.T, out=self._out((*dY.shape[:-1], W.shape[0]), dY, W))
+
     def matmul(self, A, B, out=None):
         return np.matmul(A, B, out=out)
 
@@ -168,21 +213,28 @@ class NumPyKernels(_Mutable):
 
     def cross_entropy(self, Z, T):
         """The softmax cross-entropy of ``_Mutable``, with the ufuncs' own reductions: a
-        small step makes eight of them, and each np.sum/np.max wrapper costs ~3 us."""
-        n = Z.shape[0]
-        S = Z - np.maximum.reduce(Z, axis=1, keepdims=True)
-        E = np.exp(S)
-        total = np.add.reduce(E, axis=1, keepdims=True)
-        weights = np.add.reduce(T, axis=1, keepdims=True)
-        loss = (np.add.reduce(np.log(total) * weights, axis=None)
-                - np.add.reduce(T * S, axis=None)) / n
+        small step makes eight of them, and each np.sum/np.max wrapper costs ~3 us. Every
+        temporary is a workspace array in a step; the loss itself is always a new scalar."""
+        n, rows = Z.shape[0], (Z.shape[0], 1)
+        out = self._out
+        S = np.subtract(Z, np.maximum.reduce(Z, axis=1, keepdims=True, out=out(rows, Z)),
+                        out=out(Z.shape, Z))
+        E = np.exp(S, out=out(Z.shape, Z))
+        total = np.add.reduce(E, axis=1, keepdims=True, out=out(rows, Z))
+        weights = np.add.reduce(T, axis=1, keepdims=True, out=out(rows, T))
+        log_total = np.log(total, out=out(rows, Z))
+        log_total = np.multiply(log_total, weights, out=out(rows, Z, T))
+        TS = np.multiply(T, S, out=out(Z.shape, Z, T))
+        loss = (np.add.reduce(log_total, axis=None) - np.add.reduce(TS, axis=None)) / n
         return loss, self._ce_grad(E, total, T, 1.0 / n)
 
     def relu(self, X, overwrite: bool = False):
-        return np.maximum(X, 0.0, out=X if overwrite else None)
+        return np.maximum(X, 0.0, out=X if overwrite else self._out(X.shape, X))
 
     def relu_grad(self, dY, Y):
-        return np.multiply(dY, Y > 0)
+        ws = self.workspace  # the mask too: a bool array as large as the batch's activations
+        mask = np.greater(Y, 0, out=None if ws is None else ws.take(Y.shape, np.bool_, Y))
+        return np.multiply(dY, mask, out=self._out(dY.shape, dY, Y))
 
     def sgd_(self, p, g, lr: float):
         if p.size <= self._CHUNK or not (p.flags.c_contiguous and g.flags.c_contiguous):
@@ -256,10 +308,22 @@ class TorchKernels(_Mutable):
         super().__init__(xp, inplace)
         self.torch = torch
 
+    def for_step(self) -> TorchKernels:
+        scoped = copy.copy(self)
+        empty = self.torch.empty
+        scoped.workspace = Workspace(
+            lambda shape, dtype, like: empty(shape, dtype=dtype, device=like.device))
+        return scoped
+
     def linear(self, X, W, b):
+        out = self._out((*X.shape[:-1], W.shape[1]), X, W)
         if b is None:
-            return X @ W
-        return self.torch.addmm(b, X, W)
+            return X @ W if out is None else self.torch.matmul(X, W, out=out)
+        return self.torch.addmm(b, X, W, out=out)
+
+    def linear_grad(self, dY, W):
+        out = self._out((*dY.shape[:-1], W.shape[0]), dY, W)
+        return dY @ W.T if out is None else self.torch.matmul(dY, W.T, out=out)
 
     def matmul(self, A, B, out=None):
         return self.torch.matmul(A, B, out=out) if out is not None else A @ B
@@ -272,7 +336,28 @@ class TorchKernels(_Mutable):
 
     def relu_grad(self, dY, Y):
         # torch.where with a scalar costs ~25x this on CPU (measured: 513 vs 22 us, 256x512)
-        return self.torch.ops.aten.threshold_backward(dY, Y, 0.0)
+        backward = self.torch.ops.aten.threshold_backward
+        out = self._out(dY.shape, dY, Y)
+        if out is None:
+            return backward(dY, Y, 0.0)
+        return backward.grad_input(dY, Y, 0.0, grad_input=out)
+
+    @property
+    def losses(self) -> dict:
+        return {"cross_entropy": self.cross_entropy}
+
+    def cross_entropy(self, Z, T):
+        """The softmax cross-entropy of ``_Mutable`` with torch's ``out=``: in a step the
+        (batch, classes) temporaries are workspace arrays; the loss is always a new 0-d."""
+        torch, out = self.torch, self._out
+        n = Z.shape[0]
+        S = torch.sub(Z, torch.amax(Z, dim=1, keepdim=True), out=out(Z.shape, Z))
+        E = torch.exp(S, out=out(Z.shape, Z))
+        total = torch.sum(E, dim=1, keepdim=True)
+        TS = torch.mul(T, S, out=out(Z.shape, Z, T))
+        loss = (torch.sum(torch.log(total) * torch.sum(T, dim=1, keepdim=True))
+                - torch.sum(TS)) / n
+        return loss, self._ce_grad(E, total, T, 1.0 / n)
 
     def sgd_(self, p, g, lr: float):
         return p.add_(g, alpha=-lr)
@@ -283,12 +368,17 @@ class TorchKernels(_Mutable):
         v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
         if decay != 1.0:
             p.mul_(decay)
-        denom = self.torch.sqrt(v).div_(root_correction).add_(eps)
+        denom = self.torch.sqrt(v, out=self._out(v.shape, v)).div_(root_correction).add_(eps)
         return p.addcdiv_(m, denom, value=-step)
 
 
 class CuPyKernels(_Mutable):
-    """CuPy: one fused elementwise kernel per operation (fewer launches, one pass each)."""
+    """CuPy: one fused elementwise kernel per operation (fewer launches, one pass each).
+
+    No workspace (``for_step`` is the shared kernels): CuPy's memory pool already hands a
+    freed block back without a device allocation, and out-of-place kernels here have not
+    been run against reused outputs on a GPU.
+    """
 
     name = "cupy"
 

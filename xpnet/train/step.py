@@ -57,7 +57,7 @@ class Step:
         if self.loss_scaler is None and precision is not None and precision.scales_loss:
             self.loss_scaler = LossScale()
             self.grad_hooks.append(self.loss_scaler)  # last: it judges the summed gradients
-        self.kernels = backend.kernels
+        self.kernels = backend.kernels.for_step()  # with its own reused arrays
         optimizer.bind(model, model.layout, backend)
         self.grads = Buffer.zeros(model.layout, backend) if backend.views else None
         self.count = 0  # updates made by this step object
@@ -118,8 +118,20 @@ class Step:
         """Train on one batch (device arrays); returns its loss as a 0-d device array.
 
         ``weights`` (shape ``(n,)``, non-negative, not all zero) weight each sample's loss;
-        ``where`` (epoch, batch) is what a divergence error names.
+        ``where`` (epoch, batch) is what a divergence error names. On NumPy and torch the
+        step's temporaries are the arrays of the last step with this batch shape
+        (``backend/workspace.py``); nothing the step returns or leaves behind is one.
         """
+        workspace = self.kernels.workspace
+        if workspace is None:
+            return self._train(X, T, rng, weights, where)
+        workspace.start((tuple(X.shape), X.dtype))
+        try:
+            return self._train(X, T, rng, weights, where)
+        finally:  # kernels called after the step (validation, the guard) get fresh arrays
+            workspace.stop()
+
+    def _train(self, X, T, rng, weights, where):
         self.batch_size = X.shape[0]  # what a hook may scale by
         if weights is not None:
             weights = weights / self.model.backend.xp.sum(weights)

@@ -1,0 +1,303 @@
+"""A step's reused arrays (backend/workspace.py) give exactly what fresh arrays give.
+
+The reference is the same kernels without a workspace: either a new ``Step`` per batch
+(a new, empty workspace each time) or ``for_step`` patched to hand out the shared kernels.
+The arithmetic is the same, only where results are written differs, so every comparison
+is bit for bit.
+"""
+
+from __future__ import annotations
+
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import xpnet as xn
+from xpnet.backend import kernels as kernel_classes
+from xpnet.backend.workspace import Workspace
+
+REUSING = ["numpy", "torch"]  # the libraries whose step kernels hold a workspace
+
+
+def _backend_or_skip(name: str) -> xn.Backend:
+    try:
+        return xn.backend.get(name)
+    except xn.backend.BackendError as exc:
+        pytest.skip(f"backend {name!r} unavailable here: {exc}")
+
+
+@pytest.fixture(params=REUSING)
+def reusing(request) -> xn.Backend:
+    return _backend_or_skip(request.param)
+
+
+def _without_reuse(monkeypatch):
+    """Steps made from here on get the shared kernels: fresh arrays every step."""
+    for cls in (kernel_classes.NumPyKernels, kernel_classes.TorchKernels):
+        monkeypatch.setattr(cls, "for_step", lambda self: self)
+
+
+@pytest.fixture
+def no_reuse(monkeypatch):
+    """The reference: every step of the test makes fresh arrays."""
+    _without_reuse(monkeypatch)
+
+
+def _data(n=70, n_in=12, n_out=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, n_in), dtype=np.float32), rng.integers(0, n_out, n)
+
+
+def _model(backend, sizes=(12, 16, 16, 5)):
+    return xn.mlp(list(sizes), seed=0, backend=backend)
+
+
+def _host(model) -> dict:
+    return {k: model.backend.to_numpy(v).copy() for k, v in model.params.items()}
+
+
+def _assert_same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _fit(model, X, y, optimizer, **kwargs):
+    kwargs = {"epochs": 2, "batch_size": 32, "seed": 3, **kwargs}
+    history = model.fit(X, y, loss="cross_entropy", optimizer=optimizer, **kwargs)
+    return history.history["loss"]
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("opt", [lambda: xn.SGD(lr=0.1, momentum=0.9), lambda: xn.Adam(1e-2)])
+def test_one_step_object_equals_a_new_step_per_batch(reusing, loss, opt):
+    """70 rows in batches of 32: two full batches and a ragged one of 6, three times."""
+    X, y = _data()
+    reused, fresh = _model(reusing), _model(reusing)
+    if loss == "mse":  # regression targets: one value per output
+        y = np.random.default_rng(1).standard_normal((X.shape[0], 5)).astype(np.float32)
+    Xd = reused.device_inputs(X)
+    Td = reused.device_targets(y, loss, Xd)
+    opt_a, opt_b = opt(), opt()
+    step = xn.Step(reused, loss, opt_a)
+    for _ in range(3):
+        for lo in range(0, 70, 32):
+            Xb, Tb = Xd[lo:lo + 32, ...], Td[lo:lo + 32, ...]
+            value = step(Xb, Tb)
+            expected = xn.Step(fresh, loss, opt_b)(Xb, Tb)
+            assert float(value) == float(expected)
+    _assert_same(_host(reused), _host(fresh))
+    assert step.kernels.workspace is not None and step.kernels.workspace.nbytes > 0
+
+
+def test_fit_with_a_ragged_last_batch_equals_fresh_arrays(reusing, monkeypatch):
+    X, y = _data(n=70)  # 32 + 32 + 6
+    reused = _model(reusing)
+    loss_reused = _fit(reused, X, y, xn.Adam(1e-2), epochs=3, validation_data=(X, y))
+    _without_reuse(monkeypatch)
+    fresh = _model(reusing)
+    assert _fit(fresh, X, y, xn.Adam(1e-2), epochs=3, validation_data=(X, y)) == loss_reused
+    _assert_same(_host(reused), _host(fresh))
+
+
+def _fits_with_changes(first, second, batch_sizes=(32, 20)):
+    """Fit on ``first``, move to ``second``, fit again with another batch size."""
+    X, y = _data(n=90)
+    model = _model(first)
+    opt = xn.SGD(lr=0.05, momentum=0.9)
+    losses = _fit(model, X, y, opt, batch_size=batch_sizes[0])
+    model.to(second)
+    losses += _fit(model, X, y, opt, batch_size=batch_sizes[1])
+    return model, losses
+
+
+def test_to_between_fits_and_a_new_batch_size_equal_fresh_arrays(monkeypatch):
+    torch_b = _backend_or_skip("torch")
+    numpy_b = _backend_or_skip("numpy")
+    reused, losses = _fits_with_changes(numpy_b, torch_b)
+    _without_reuse(monkeypatch)
+    fresh, expected = _fits_with_changes(numpy_b, torch_b)
+    assert losses == expected
+    _assert_same(_host(reused), _host(fresh))
+
+
+def test_a_step_after_to_gets_a_workspace_on_the_new_backend():
+    torch_b = _backend_or_skip("torch")
+    model = _model("numpy")
+    X, y = _data()
+    assert xn.Step(model, "mse", xn.SGD()).kernels.workspace is not None
+    model.to(torch_b)
+    step = xn.Step(model, "cross_entropy", xn.SGD())
+    Xd = model.device_inputs(X)
+    step(Xd, model.device_targets(y, "cross_entropy", Xd))
+    kept = [a for arrays in step.kernels.workspace._sets.values() for a in arrays]
+    assert kept and all(type(a) is type(Xd) for a in kept)  # torch tensors, not NumPy arrays
+
+
+def test_batch_size_change_matches_reference(reusing, monkeypatch):
+    reused, losses = _fits_with_changes(reusing, reusing, batch_sizes=(32, 7))
+    _without_reuse(monkeypatch)
+    fresh, expected = _fits_with_changes(reusing, reusing, batch_sizes=(32, 7))
+    assert losses == expected
+    _assert_same(_host(reused), _host(fresh))
+
+
+def _train_in_threads(backend, n_models=2):
+    """Each model fits its own data in its own thread, all at the same time."""
+    results: list = [None] * n_models
+    errors: list = []
+    start = threading.Barrier(n_models)
+
+    def work(i):
+        try:
+            X, y = _data(n=150, seed=i)
+            model = _model(backend)
+            start.wait()
+            losses = _fit(model, X, y, xn.Adam(1e-2), epochs=4, batch_size=16)
+            results[i] = (losses, _host(model))
+        except Exception as exc:  # noqa: BLE001  (re-raised in the main thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n_models)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return results
+
+
+def test_two_models_in_two_threads_equal_fresh_arrays_trained_alone(reusing, monkeypatch):
+    together = _train_in_threads(reusing)
+    _without_reuse(monkeypatch)
+    for i, (losses, params) in enumerate(together):
+        X, y = _data(n=150, seed=i)
+        alone = _model(reusing)
+        assert _fit(alone, X, y, xn.Adam(1e-2), epochs=4, batch_size=16) == losses
+        _assert_same(_host(alone), params)
+
+
+def _shares(a, b) -> bool:
+    return np.shares_memory(np.asarray(a), np.asarray(b))
+
+
+def test_predict_and_loss_values_are_never_workspace_arrays(reusing):
+    X, y = _data()
+    model = _model(reusing)
+    Xd = model.device_inputs(X)
+    Td = model.device_targets(y, "cross_entropy", Xd)
+    step = xn.Step(model, "cross_entropy", xn.SGD(lr=0.1))
+    values = [step(Xd, Td) for _ in range(3)]  # the workspace now holds this batch's arrays
+    before = model.backend.to_numpy(model.predict(X)).copy()
+    predicted = model.predict(X)
+    kept = [model.backend.to_numpy(a) for arrays in step.kernels.workspace._sets.values()
+            for a in arrays]
+    assert kept
+    for a in kept:
+        assert not _shares(model.backend.to_numpy(predicted), a)
+        for v in values:
+            assert not _shares(model.backend.to_numpy(v), a)
+    assert len({float(v) for v in values}) == 3  # three different losses, not one buffer
+    frozen = float(values[0])
+    step(Xd, Td)  # a further step must not change what was handed out before it
+    assert float(values[0]) == frozen
+    np.testing.assert_array_equal(model.backend.to_numpy(predicted), before)
+
+
+def test_jax_and_strict_keep_the_functional_path():
+    for name in ("jax", "array_api_strict"):
+        try:
+            backend = xn.backend.get(name)
+        except xn.backend.BackendError:
+            continue
+        assert backend.kernels.for_step() is backend.kernels  # no workspace to write into
+        assert backend.kernels.workspace is None
+    with xn.fast_paths(False):  # the portable path reuses nothing on any backend
+        assert xn.backend.get("numpy").kernels.for_step().workspace is None
+
+
+def test_shared_kernels_never_hand_out_workspace_arrays():
+    shared = xn.backend.get("numpy").kernels
+    step_kernels = shared.for_step()
+    assert shared.workspace is None and step_kernels is not shared
+    X = np.ones((4, 3), np.float32)
+    W = np.ones((3, 2), np.float32)
+    assert step_kernels.linear(X, W, None) is not step_kernels.linear(X, W, None)  # no step
+
+
+def test_workspace_reuses_by_request_order_and_keeps_two_batch_keys():
+    made = []
+
+    def empty(shape, dtype, like):
+        made.append(shape)
+        return np.empty(shape, dtype)
+
+    ws = Workspace(empty)
+    assert ws.take((2,), np.float32, None) is None  # outside a step: a fresh array
+    ws.start("full")
+    a, b = ws.take((4, 3), np.float32, None), ws.take((4, 3), np.float32, None)
+    assert a is not b  # two requests of one step never share an array
+    ws.stop()
+    ws.start("full")
+    assert ws.take((4, 3), np.float32, None) is a
+    assert ws.take((4, 3), np.float64, None) is not b  # another dtype: a new array
+    ws.stop()
+    ws.start("ragged")
+    ragged = ws.take((1, 3), np.float32, None)
+    ws.stop()
+    ws.start("full")  # the two most recent keys are both kept
+    assert ws.take((4, 3), np.float32, None) is a
+    ws.stop()
+    ws.start("third")  # evicts the least recently used: "ragged"
+    ws.stop()
+    ws.start("ragged")
+    assert ws.take((1, 3), np.float32, None) is not ragged
+    ws.stop()
+    assert made == [(4, 3), (4, 3), (4, 3), (1, 3), (1, 3)]  # the rest were reused
+
+
+def _step_peak_bytes(step, Xd, Td) -> int:
+    """Peak traced memory above the start of one step (NumPy reports its array data)."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        step(Xd, Td)
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("opt", [lambda: xn.SGD(lr=0.01), lambda: xn.Adam()])
+def test_steady_state_step_allocates_nothing_batch_sized(opt):
+    """After warm-up a NumPy step makes no array as large as a layer's activations.
+
+    What is left is bounded by constants, not by batch x width: NumPy's ufunc iterator
+    buffer for broadcast in-place operations (the bias add, the softmax's row division; at
+    most 8192 elements), the loss's scalar, and the per-step dicts. Before reuse a step of
+    this model peaked at 2.2 MB above its start (four batch x 512 float32 arrays live)."""
+    sizes, batch = [256, 512, 512, 10], 256
+    model = xn.mlp(sizes, seed=0, backend="numpy")
+    X, y = _data(n=batch, n_in=sizes[0], n_out=sizes[-1])
+    Xd = model.device_inputs(X)
+    Td = model.device_targets(y, "cross_entropy", Xd)
+    step = xn.Step(model, "cross_entropy", opt())
+    for _ in range(3):
+        step(Xd, Td)
+    activation_bytes = batch * 512 * 4
+    peak = min(_step_peak_bytes(step, Xd, Td) for _ in range(3))
+    assert peak < activation_bytes / 4, f"a steady step peaked {peak} bytes above its start"
+
+
+def test_step_peak_without_reuse_is_batch_sized(no_reuse):
+    """The probe above can fail: the same step with fresh arrays peaks far above it."""
+    sizes, batch = [256, 512, 512, 10], 256
+    model = xn.mlp(sizes, seed=0, backend="numpy")
+    X, y = _data(n=batch, n_in=sizes[0], n_out=sizes[-1])
+    Xd = model.device_inputs(X)
+    Td = model.device_targets(y, "cross_entropy", Xd)
+    step = xn.Step(model, "cross_entropy", xn.SGD(lr=0.01))
+    step(Xd, Td)
+    assert _step_peak_bytes(step, Xd, Td) > 2 * batch * 512 * 4
