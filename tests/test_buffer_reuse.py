@@ -21,6 +21,13 @@ from xpnet.backend.workspace import Workspace
 REUSING = ["numpy", "torch"]  # the libraries whose step kernels hold a workspace
 
 
+@pytest.fixture(autouse=True)
+def reuse_small_batches(monkeypatch):
+    """The models here are small: let their steps reuse too (``test_small_batches_...``
+    checks the threshold itself)."""
+    monkeypatch.setattr(Workspace, "MIN_ELEMENTS", 0)
+
+
 def _backend_or_skip(name: str) -> xn.Backend:
     try:
         return xn.backend.get(name)
@@ -225,6 +232,20 @@ def test_shared_kernels_never_hand_out_workspace_arrays():
     X = np.ones((4, 3), np.float32)
     W = np.ones((3, 2), np.float32)
     assert step_kernels.linear(X, W, None) is not step_kernels.linear(X, W, None)  # no step
+
+
+def test_small_batches_allocate_fresh_arrays_large_ones_reuse(monkeypatch):
+    """Below ``MIN_ELEMENTS`` (batch x widest activation) the workspace is not started."""
+    monkeypatch.setattr(Workspace, "MIN_ELEMENTS", 16 * 32)
+    model = _model("numpy", sizes=(12, 32, 5))
+    X, y = _data(n=16)
+    Xd = model.device_inputs(X)
+    Td = model.device_targets(y, "cross_entropy", Xd)
+    step = xn.Step(model, "cross_entropy", xn.SGD())
+    step(Xd[:15, ...], Td[:15, ...])  # 15 x 32 < 16 x 32
+    assert step.kernels.workspace.nbytes == 0
+    step(Xd, Td)
+    assert step.kernels.workspace.nbytes > 0
 
 
 def test_workspace_reuses_by_request_order_and_keeps_two_batch_keys():

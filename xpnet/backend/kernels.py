@@ -67,12 +67,12 @@ class Portable:
         temporaries return a copy with a ``Workspace`` of its own."""
         return self
 
-    def _out(self, shape: tuple, like, *others):
+    def _out(self, shape: tuple, like, other=None):
         """Where an op whose result has ``shape`` and ``like``'s dtype may write: an array
         of the step's workspace, or None (a fresh array) outside a step, without one, or
-        when the operands' dtypes differ (writing into ``out`` would then cast)."""
+        when ``other``'s dtype differs (writing into ``out`` would then cast)."""
         ws = self.workspace
-        if ws is None or any(o.dtype != like.dtype for o in others):
+        if ws is None or not ws.active or (other is not None and other.dtype != like.dtype):
             return None
         return ws.take(shape, like.dtype, like)
 
@@ -196,13 +196,13 @@ class NumPyKernels(_Mutable):
         return ones
 
     def linear(self, X, W, b):
-        Y = np.matmul(X, W, out=self._out((*X.shape[:-1], W.shape[1]), X, W))
+        Y = np.matmul(X, W, out=self._out(X.shape[:-1] + (W.shape[1],), X, W))
         if b is not None:
             Y += b
         return Y
 
     def linear_grad(self, dY, W):
-        return np.matmul(dY, W.T, out=self._out((*dY.shape[:-1], W.shape[0]), dY, W))
+        return np.matmul(dY, W.T, out=self._out(dY.shape[:-1] + (W.shape[0],), dY, W))
 
     def matmul(self, A, B, out=None):
         return np.matmul(A, B, out=out)
@@ -213,19 +213,17 @@ class NumPyKernels(_Mutable):
 
     def cross_entropy(self, Z, T):
         """The softmax cross-entropy of ``_Mutable``, with the ufuncs' own reductions: a
-        small step makes eight of them, and each np.sum/np.max wrapper costs ~3 us. Every
-        temporary is a workspace array in a step; the loss itself is always a new scalar."""
-        n, rows = Z.shape[0], (Z.shape[0], 1)
-        out = self._out
-        S = np.subtract(Z, np.maximum.reduce(Z, axis=1, keepdims=True, out=out(rows, Z)),
-                        out=out(Z.shape, Z))
-        E = np.exp(S, out=out(Z.shape, Z))
-        total = np.add.reduce(E, axis=1, keepdims=True, out=out(rows, Z))
-        weights = np.add.reduce(T, axis=1, keepdims=True, out=out(rows, T))
-        log_total = np.log(total, out=out(rows, Z))
-        log_total = np.multiply(log_total, weights, out=out(rows, Z, T))
-        TS = np.multiply(T, S, out=out(Z.shape, Z, T))
-        loss = (np.add.reduce(log_total, axis=None) - np.add.reduce(TS, axis=None)) / n
+        small step makes eight of them, and each np.sum/np.max wrapper costs ~3 us. In a step
+        the (batch, classes) temporaries are workspace arrays (the (batch, 1) ones cost less
+        to make than to look up); the loss itself is always a new scalar."""
+        n, shape = Z.shape[0], Z.shape
+        S = np.subtract(Z, np.maximum.reduce(Z, axis=1, keepdims=True), out=self._out(shape, Z))
+        E = np.exp(S, out=self._out(shape, Z))
+        total = np.add.reduce(E, axis=1, keepdims=True)
+        weights = np.add.reduce(T, axis=1, keepdims=True)
+        TS = np.multiply(T, S, out=self._out(shape, Z, T))
+        loss = (np.add.reduce(np.log(total) * weights, axis=None)
+                - np.add.reduce(TS, axis=None)) / n
         return loss, self._ce_grad(E, total, T, 1.0 / n)
 
     def relu(self, X, overwrite: bool = False):
@@ -233,7 +231,8 @@ class NumPyKernels(_Mutable):
 
     def relu_grad(self, dY, Y):
         ws = self.workspace  # the mask too: a bool array as large as the batch's activations
-        mask = np.greater(Y, 0, out=None if ws is None else ws.take(Y.shape, np.bool_, Y))
+        mask = ws.take(Y.shape, np.bool_, Y) if ws is not None and ws.active else None
+        mask = np.greater(Y, 0, out=mask)
         return np.multiply(dY, mask, out=self._out(dY.shape, dY, Y))
 
     def sgd_(self, p, g, lr: float):
@@ -316,13 +315,13 @@ class TorchKernels(_Mutable):
         return scoped
 
     def linear(self, X, W, b):
-        out = self._out((*X.shape[:-1], W.shape[1]), X, W)
+        out = self._out(X.shape[:-1] + (W.shape[1],), X, W)
         if b is None:
             return X @ W if out is None else self.torch.matmul(X, W, out=out)
         return self.torch.addmm(b, X, W, out=out)
 
     def linear_grad(self, dY, W):
-        out = self._out((*dY.shape[:-1], W.shape[0]), dY, W)
+        out = self._out(dY.shape[:-1] + (W.shape[0],), dY, W)
         return dY @ W.T if out is None else self.torch.matmul(dY, W.T, out=out)
 
     def matmul(self, A, B, out=None):

@@ -58,6 +58,7 @@ class Step:
             self.loss_scaler = LossScale()
             self.grad_hooks.append(self.loss_scaler)  # last: it judges the summed gradients
         self.kernels = backend.kernels.for_step()  # with its own reused arrays
+        self._widest = max(model.widths)  # a batch's largest activation per row
         optimizer.bind(model, model.layout, backend)
         self.grads = Buffer.zeros(model.layout, backend) if backend.views else None
         self.count = 0  # updates made by this step object
@@ -123,7 +124,7 @@ class Step:
         (``backend/workspace.py``); nothing the step returns or leaves behind is one.
         """
         workspace = self.kernels.workspace
-        if workspace is None:
+        if workspace is None or X.shape[0] * self._widest < workspace.MIN_ELEMENTS:
             return self._train(X, T, rng, weights, where)
         workspace.start((tuple(X.shape), X.dtype))
         try:
