@@ -13,12 +13,11 @@ Every kernel object has the same small interface:
 - ``losses``: fused loss-and-gradient overrides by loss name; the loss's own maths (in
   ``nn/losses.py``) runs for every name not listed.
 
-``for_step()`` gives the kernels one ``Step`` trains with. On NumPy and torch that is a copy
-holding a ``Workspace`` (``workspace.py``): between the step's ``start`` and ``stop`` the
-temporaries above (layer outputs, input gradients, the loss's exponentials, Adam's
-denominator) are written into the arrays of the step before instead of new ones. The
-shared kernels (``backend.kernels``, what ``predict`` and ``evaluate`` use) have none and
-always return fresh arrays.
+``for_step()`` gives the kernels one ``Step`` trains with. On NumPy that is a copy holding a
+``Workspace`` (``workspace.py``): between the step's ``start`` and ``stop`` the temporaries
+above (layer outputs, input gradients, the ReLU mask, the loss's exponentials) are written
+into arrays no longer in use instead of new ones. The shared kernels (``backend.kernels``,
+what ``predict`` and ``evaluate`` use) have none and always return fresh arrays.
 
 ``Portable`` is the reference: array API calls only, so it runs on every backend, with no
 overrides and no reuse. The others do the same maths with what one library offers beyond
@@ -307,22 +306,10 @@ class TorchKernels(_Mutable):
         super().__init__(xp, inplace)
         self.torch = torch
 
-    def for_step(self) -> TorchKernels:
-        scoped = copy.copy(self)
-        empty = self.torch.empty
-        scoped.workspace = Workspace(
-            lambda shape, dtype, like: empty(shape, dtype=dtype, device=like.device))
-        return scoped
-
     def linear(self, X, W, b):
-        out = self._out(X.shape[:-1] + (W.shape[1],), X, W)
         if b is None:
-            return X @ W if out is None else self.torch.matmul(X, W, out=out)
-        return self.torch.addmm(b, X, W, out=out)
-
-    def linear_grad(self, dY, W):
-        out = self._out(dY.shape[:-1] + (W.shape[0],), dY, W)
-        return dY @ W.T if out is None else self.torch.matmul(dY, W.T, out=out)
+            return X @ W
+        return self.torch.addmm(b, X, W)
 
     def matmul(self, A, B, out=None):
         return self.torch.matmul(A, B, out=out) if out is not None else A @ B
@@ -335,28 +322,7 @@ class TorchKernels(_Mutable):
 
     def relu_grad(self, dY, Y):
         # torch.where with a scalar costs ~25x this on CPU (measured: 513 vs 22 us, 256x512)
-        backward = self.torch.ops.aten.threshold_backward
-        out = self._out(dY.shape, dY, Y)
-        if out is None:
-            return backward(dY, Y, 0.0)
-        return backward.grad_input(dY, Y, 0.0, grad_input=out)
-
-    @property
-    def losses(self) -> dict:
-        return {"cross_entropy": self.cross_entropy}
-
-    def cross_entropy(self, Z, T):
-        """The softmax cross-entropy of ``_Mutable`` with torch's ``out=``: in a step the
-        (batch, classes) temporaries are workspace arrays; the loss is always a new 0-d."""
-        torch, out = self.torch, self._out
-        n = Z.shape[0]
-        S = torch.sub(Z, torch.amax(Z, dim=1, keepdim=True), out=out(Z.shape, Z))
-        E = torch.exp(S, out=out(Z.shape, Z))
-        total = torch.sum(E, dim=1, keepdim=True)
-        TS = torch.mul(T, S, out=out(Z.shape, Z, T))
-        loss = (torch.sum(torch.log(total) * torch.sum(T, dim=1, keepdim=True))
-                - torch.sum(TS)) / n
-        return loss, self._ce_grad(E, total, T, 1.0 / n)
+        return self.torch.ops.aten.threshold_backward(dY, Y, 0.0)
 
     def sgd_(self, p, g, lr: float):
         return p.add_(g, alpha=-lr)
@@ -367,7 +333,7 @@ class TorchKernels(_Mutable):
         v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
         if decay != 1.0:
             p.mul_(decay)
-        denom = self.torch.sqrt(v, out=self._out(v.shape, v)).div_(root_correction).add_(eps)
+        denom = self.torch.sqrt(v).div_(root_correction).add_(eps)
         return p.addcdiv_(m, denom, value=-step)
 
 
@@ -375,8 +341,7 @@ class CuPyKernels(_Mutable):
     """CuPy: one fused elementwise kernel per operation (fewer launches, one pass each).
 
     No workspace (``for_step`` is the shared kernels): CuPy's memory pool already hands a
-    freed block back without a device allocation, and out-of-place kernels here have not
-    been run against reused outputs on a GPU.
+    freed block back without a device allocation, and reuse has not been run on a GPU.
     """
 
     name = "cupy"

@@ -1,30 +1,45 @@
-"""The arrays one training step makes, kept for the next step of the same batch shape.
+"""The arrays a training step makes, handed out again once nothing uses them.
 
-A step's temporaries (each layer's output, the input gradients, the loss's exponentials,
-an optimizer's denominator) have the same shapes every step, so on a library that writes
-in place they can be written into the arrays of the step before instead of new ones.
-``Workspace`` hands them out: the n-th array a step asks for is the n-th array the last
-step with the same batch key asked for, when its shape and dtype agree (else a new one
-takes its place). A model's passes ask in the same order every step, so the arrays line
-up; a model that asks differently is still right, it only reuses less. Within one step
-every request gets an array of its own, so nothing a step still needs is overwritten.
+A step's temporaries (each layer's output, the input gradients, the ReLU mask, the loss's
+exponentials) have the same shapes every step, so on NumPy they can be written into
+arrays of earlier steps instead of new ones. ``Workspace.take`` returns a kept array of
+the shape and dtype asked for that nothing but the workspace refers to (CPython's
+reference count: a closure, a local name or a NumPy view, which holds its base, all
+count), else a new one that it keeps. So a temporary that backward has finished with is
+reused later in the same step too, and the workspace holds no more than what a step
+with fresh arrays would hold at its peak, while a steady step allocates nothing large.
 
-Only the step that owns a workspace writes into it, and only between ``start`` and
-``stop``; outside a step ``take`` returns None (a fresh array), so what ``predict`` and
-``evaluate`` hand out is never a buffer the next step overwrites. The sets of the last
-``KEEP`` batch keys are kept: a full batch and an epoch's ragged last batch.
+That test is only sound where every view holds a reference to its base array, as NumPy's
+do; torch's views do not hold their base's Python object, so only NumPy's kernels make a
+workspace (``kernels.py``). Arrays are handed out only between ``start`` and ``stop`` (the
+step that owns the workspace), so what ``predict`` and ``evaluate`` return is never one.
+The arrays of the last ``KEEP`` batch keys are kept: a full batch and an epoch's ragged
+last batch.
 
-Reuse saves memory (a step's peak) more than time: after warm-up the C allocator hands a
-freed block back cheaply, while a lookup costs about a microsecond per array in Python.
-So a step whose activations are small (``MIN_ELEMENTS``) does not start the workspace.
+Reuse saves memory more than time: after warm-up the C allocator hands a freed block
+back cheaply, while a lookup costs about a microsecond of Python per array. So a step
+whose activations are small (``MIN_ELEMENTS``) does not start the workspace.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 Empty = Callable[[tuple, Any, Any], Any]  # (shape, dtype, like) -> a new array like ``like``
+
+
+def _free_count() -> int:
+    """The reference count ``take`` sees for a kept array nothing else refers to: measured
+    through the same loop as ``take``'s, so it holds on any CPython version."""
+    pool = [object()]
+    for found in pool:
+        return sys.getrefcount(found)
+    raise AssertionError("unreachable")
+
+
+_FREE = _free_count()
 
 
 class Workspace:
@@ -39,46 +54,38 @@ class Workspace:
 
     def __init__(self, empty: Empty):
         self._empty = empty
-        self._sets: dict[Any, list] = {}  # batch key -> arrays in request order, newest last
-        self._current: list | None = None  # the set of the step in progress
-        self._next = 0  # index of the next request in it
+        self._pools: dict[Any, list] = {}  # batch key -> kept arrays, newest key last
+        self._pool: list = []  # the pool of the step in progress
         self.active = False  # between start and stop: what kernels check before take
 
     def start(self, key) -> None:
         """Begin a step whose batch is described by ``key`` (its shape and dtype)."""
-        arrays = self._sets.pop(key, None)
-        self._sets[key] = arrays = [] if arrays is None else arrays
-        while len(self._sets) > self.KEEP:  # drop the least recently used batch key
-            del self._sets[next(iter(self._sets))]
-        self._current, self._next, self.active = arrays, 0, True
+        pool = self._pools.pop(key, None)
+        self._pools[key] = self._pool = [] if pool is None else pool
+        while len(self._pools) > self.KEEP:  # drop the least recently used batch key
+            del self._pools[next(iter(self._pools))]
+        self.active = True
 
     def stop(self) -> None:
-        """End the step: until the next ``start``, ``take`` hands out nothing."""
-        self._current, self.active = None, False
+        """End the step: until the next ``start``, kernels hand out fresh arrays."""
+        self.active = False
 
     def take(self, shape: tuple, dtype, like):
-        """An array of ``shape`` and ``dtype`` on ``like``'s device that this step may
-        overwrite, with unspecified contents; None outside a step."""
-        arrays = self._current
-        if arrays is None:
-            return None
-        n = self._next
-        self._next = n + 1
-        if n < len(arrays):
-            found = arrays[n]
-            if found.shape == shape and found.dtype == dtype:  # torch.Size is a tuple
+        """An array of ``shape`` and ``dtype`` on ``like``'s device that nothing else uses,
+        with unspecified contents."""
+        pool = self._pool
+        for found in pool:
+            if found.shape == shape and found.dtype == dtype \
+                    and sys.getrefcount(found) == _FREE:
                 return found
-            arrays[n] = found = self._empty(shape, dtype, like)
-            return found
         found = self._empty(shape, dtype, like)
-        arrays.append(found)
+        pool.append(found)
         return found
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the kept arrays (for tests and benchmarks)."""
-        return sum(a.nbytes if hasattr(a, "nbytes") else a.element_size() * a.numel()
-                   for arrays in self._sets.values() for a in arrays)
+        return sum(a.nbytes for pool in self._pools.values() for a in pool)
 
 
 __all__ = ["Workspace"]

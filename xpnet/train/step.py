@@ -119,9 +119,9 @@ class Step:
         """Train on one batch (device arrays); returns its loss as a 0-d device array.
 
         ``weights`` (shape ``(n,)``, non-negative, not all zero) weight each sample's loss;
-        ``where`` (epoch, batch) is what a divergence error names. On NumPy and torch the
-        step's temporaries are the arrays of the last step with this batch shape
-        (``backend/workspace.py``); nothing the step returns or leaves behind is one.
+        ``where`` (epoch, batch) is what a divergence error names. On NumPy a step whose
+        activations are large writes its temporaries into kept arrays nothing uses any more
+        (``backend/workspace.py``); nothing the step returns is one.
         """
         workspace = self.kernels.workspace
         if workspace is None or X.shape[0] * self._widest < workspace.MIN_ELEMENTS:
