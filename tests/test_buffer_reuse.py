@@ -328,3 +328,22 @@ def test_step_peak_without_reuse_is_batch_sized(no_reuse):
     step = xn.Step(model, "cross_entropy", xn.SGD(lr=0.01))
     step(Xd, Td)
     assert _step_peak_bytes(step, Xd, Td) > 2 * batch * 512 * 4
+
+
+def test_torch_adam_scratch_gives_the_fresh_denominator():
+    """The denominator goes into one kept array per thread: updates of two shapes in turn
+    equal the same maths with a new array each time, bit for bit."""
+    torch = pytest.importorskip("torch")
+    kernels = _backend_or_skip("torch").kernels
+    gen = torch.Generator().manual_seed(0)
+    for shape in [(50,), (7, 3), (50,)]:
+        p, g, m = (torch.randn(shape, generator=gen) for _ in range(3))
+        v = torch.rand(shape, generator=gen)
+        ref = [a.clone() for a in (p, g, m, v)]
+        kernels.adam_(p, g, m, v, 0.9, 0.999, 1e-2, 0.3, 1e-8, 0.99)
+        rp, rg, rm, rv = ref
+        rm.mul_(0.9).add_(rg, alpha=0.1)
+        rv.mul_(0.999).addcmul_(rg, rg, value=1.0 - 0.999)
+        rp.mul_(0.99).addcdiv_(rm, torch.sqrt(rv).div_(0.3).add_(1e-8), value=-1e-2)
+        for got, want in zip((p, m, v), (rp, rm, rv), strict=True):
+            assert torch.equal(got, want)

@@ -305,6 +305,7 @@ class TorchKernels(_Mutable):
     def __init__(self, xp, inplace: bool, torch):
         super().__init__(xp, inplace)
         self.torch = torch
+        self._local = threading.local()  # one update scratch per thread: kernels are shared
 
     def linear(self, X, W, b):
         if b is None:
@@ -328,13 +329,23 @@ class TorchKernels(_Mutable):
         return p.add_(g, alpha=-lr)
 
     def adam_(self, p, g, m, v, b1, b2, step, root_correction, eps, decay):
-        """Adam in place with torch's fused ``addcmul_``/``addcdiv_``: two temporaries."""
+        """Adam in place with torch's fused ``addcmul_``/``addcdiv_``; the denominator is
+        written into this thread's scratch, not a new parameter-sized array per step."""
         m.mul_(b1).add_(g, alpha=1.0 - b1)
         v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
         if decay != 1.0:
             p.mul_(decay)
-        denom = self.torch.sqrt(v).div_(root_correction).add_(eps)
+        denom = self.torch.sqrt(v, out=self._scratch(v)).div_(root_correction).add_(eps)
         return p.addcdiv_(m, denom, value=-step)
+
+    def _scratch(self, like):
+        """This thread's array shaped like ``like``, for a value that never leaves one
+        update: the last shape asked for is kept (a step updates one flat buffer)."""
+        key = (like.shape, like.dtype, like.device)
+        kept = getattr(self._local, "scratch", None)
+        if kept is None or kept[0] != key:
+            kept = self._local.scratch = (key, self.torch.empty_like(like))
+        return kept[1]
 
 
 class CuPyKernels(_Mutable):
