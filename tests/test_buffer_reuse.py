@@ -1,7 +1,7 @@
 """A step's reused arrays (backend/workspace.py) give exactly what fresh arrays give.
 
-The reference is the same kernels without a workspace: either a new ``Step`` per batch
-(a new, empty workspace each time) or ``for_step`` patched to hand out the shared kernels.
+The reference is the same kernels without a workspace: ``for_step`` patched to hand out
+the shared kernels, so every step makes fresh arrays.
 The arithmetic is the same, only where results are written differs, so every comparison
 is bit for bit.
 """
@@ -78,7 +78,7 @@ def _fit(model, X, y, optimizer, **kwargs):
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 @pytest.mark.parametrize("opt", [lambda: xn.SGD(lr=0.1, momentum=0.9), lambda: xn.Adam(1e-2)])
-def test_one_step_object_equals_a_new_step_per_batch(reusing, loss, opt):
+def test_one_step_object_equals_fresh_arrays_every_step(reusing, loss, opt, monkeypatch):
     """70 rows in batches of 32: two full batches and a ragged one of 6, three times."""
     X, y = _data()
     reused, fresh = _model(reusing), _model(reusing)
@@ -86,13 +86,16 @@ def test_one_step_object_equals_a_new_step_per_batch(reusing, loss, opt):
         y = np.random.default_rng(1).standard_normal((X.shape[0], 5)).astype(np.float32)
     Xd = reused.device_inputs(X)
     Td = reused.device_targets(y, loss, Xd)
-    opt_a, opt_b = opt(), opt()
-    step = xn.Step(reused, loss, opt_a)
+    step = xn.Step(reused, loss, opt())
+    with monkeypatch.context() as patch:
+        _without_reuse(patch)
+        reference = xn.Step(fresh, loss, opt())  # the shared kernels: fresh arrays
+    assert reference.kernels.workspace is None
     for _ in range(3):
         for lo in range(0, 70, 32):
             Xb, Tb = Xd[lo:lo + 32, ...], Td[lo:lo + 32, ...]
             value = step(Xb, Tb)
-            expected = xn.Step(fresh, loss, opt_b)(Xb, Tb)
+            expected = reference(Xb, Tb)
             assert float(value) == float(expected)
     _assert_same(_host(reused), _host(fresh))
     assert step.kernels.workspace is not None and step.kernels.workspace.nbytes > 0
