@@ -3,6 +3,7 @@ NumPy loop, a PyTorch eager loop and the GEMM bound, plus peak memory and two th
 
     python bench/fit_overhead.py            # writes bench/results/fit_overhead.json and .md
     python bench/fit_overhead.py --quick    # seconds, for the smoke test
+    python bench/fit_overhead.py --baseline /tmp/before   # + an earlier xpnet, interleaved
 
 Every variant runs one epoch of ``STEPS`` batches per sample (so per-epoch work, the
 shuffle, the epoch's loss read and the callbacks, is in the figure), interleaved A B C A
@@ -16,7 +17,9 @@ B C; the per-batch time is the epoch's divided by its batches. The variants:
 - ``numpy-loop``: shuffle, gather and the hand-written step in NumPy;
 - ``torch-loop`` / ``torch-loop-adam``: ``randperm``, index tensors, ``nn.Sequential``,
   ``optimizer.step()``;
-- ``gemm``: the matrix products of each batch's step only, the lower bound.
+- ``gemm``: the matrix products of each batch's step only, the lower bound;
+- ``before-fit-sgd``, ``before-fit-adam``, ``before-step-sgd`` (and ``before-fit-torch-sgd``):
+  the same through an earlier xpnet given with ``--baseline`` (``bench/baseline.py``).
 
 The breakdown profiles one fit epoch (cProfile; its own overhead inflates the small
 parts, so read them as shares) into step, guard, shuffle and gather, callbacks and host
@@ -54,6 +57,9 @@ def parse_args(argv=None):
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows")
     parser.add_argument("--no-threads", action="store_true",
                         help="skip the rows at the libraries' default thread counts")
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="a folder holding xpnet_before/: its fit and step rows run "
+                             "interleaved with these (bench/baseline.py)")
     parser.add_argument("--memory-child", nargs=2, metavar=("VARIANT", "SHAPE"),
                         help=argparse.SUPPRESS)  # one peak-memory measurement, in a child
     return parser.parse_args(argv)
@@ -65,19 +71,28 @@ def epoch_data(sizes, batch, n_batches, seed=0):
     return rng.standard_normal((n, sizes[0]), dtype=np.float32), rng.integers(0, sizes[-1], n)
 
 
-def _model(backend, sizes):
-    import xpnet as xn
+def _xpnet(pkg=None):
+    """The xpnet under test, or the baseline package ``pkg``."""
+    if pkg is not None:
+        return pkg
+    import xpnet
 
+    return xpnet
+
+
+def _model(backend, sizes, pkg=None):
+    xn = _xpnet(pkg)
+    if pkg is not None:  # the baseline's own backend object
+        backend = xn.backend.get(backend.name, None if backend.name == "numpy" else "cpu")
     model = xn.mlp(sizes, activation="relu", seed=0, backend=backend)
     model.set_params({f"{2 * i}.{k}": v for i, (W, b) in enumerate(steps.host_weights(sizes))
                       for k, v in (("W", W), ("b", b))})
     return model
 
 
-def fit_variant(backend, sizes, batch, X, y, optimizer="sgd"):
-    import xpnet as xn
-
-    model = _model(backend, sizes)
+def fit_variant(backend, sizes, batch, X, y, optimizer="sgd", pkg=None):
+    xn = _xpnet(pkg)
+    model = _model(backend, sizes, pkg)
     opt = xn.SGD(lr=LR) if optimizer == "sgd" else xn.Adam(lr=1e-3)
     epoch = [0]
 
@@ -88,13 +103,14 @@ def fit_variant(backend, sizes, batch, X, y, optimizer="sgd"):
 
     lib = "numpy" if backend.name == "numpy" else f"{backend.name}-{backend.device}"
     name = "fit" + ("" if lib == "numpy" else f"-{backend.name}") + f"-{optimizer}"
-    return Variant(name, run, backend.sync, "cpu", "xpnet", {"lib": lib, "model": model})
+    kind = "xpnet" if pkg is None else "before"
+    return Variant(("" if pkg is None else "before-") + name, run, backend.sync, "cpu", kind,
+                   {"lib": lib, "model": model})
 
 
-def step_variant(backend, sizes, batch, X, y):
-    import xpnet as xn
-
-    model = _model(backend, sizes)
+def step_variant(backend, sizes, batch, X, y, pkg=None):
+    xn = _xpnet(pkg)
+    model = _model(backend, sizes, pkg)
     Xd = model.device_inputs(X)
     Td = model.device_targets(y, "cross_entropy", Xd)
     batches = [(Xd[lo:lo + batch], Td[lo:lo + batch]) for lo in range(0, X.shape[0], batch)]
@@ -104,7 +120,8 @@ def step_variant(backend, sizes, batch, X, y):
         for Xb, Tb in batches:
             train(Xb, Tb)
 
-    return Variant("step-sgd", run, backend.sync, "cpu", "step", {"lib": "numpy"})
+    name = "step-sgd" if pkg is None else "before-step-sgd"
+    return Variant(name, run, backend.sync, "cpu", "step", {"lib": "numpy"})
 
 
 def numpy_loop_variant(sizes, batch, X, y):
@@ -195,7 +212,7 @@ def gemm_variant(backend, sizes, batch, n_batches):
     return Variant("gemm", run, backend.sync, "cpu", "gemm", {"lib": "numpy"})
 
 
-def build_variants(sizes, batch, n_batches, have_torch):
+def build_variants(sizes, batch, n_batches, have_torch, before=None):
     import xpnet as xn
 
     X, y = epoch_data(sizes, batch, n_batches)
@@ -209,6 +226,13 @@ def build_variants(sizes, batch, n_batches, have_torch):
         out += [fit_variant(torch_b, sizes, batch, X, y, "sgd"),
                 torch_loop_variant(sizes, batch, X, y, "sgd"),
                 torch_loop_variant(sizes, batch, X, y, "adam")]
+    if before is not None:  # interleaved with the rows above: before/after from one run
+        out += [fit_variant(numpy_b, sizes, batch, X, y, "sgd", before),
+                fit_variant(numpy_b, sizes, batch, X, y, "adam", before),
+                step_variant(numpy_b, sizes, batch, X, y, before)]
+        if have_torch:
+            out.append(fit_variant(xn.backend.get("torch", "cpu"), sizes, batch, X, y, "sgd",
+                                   before))
     return out
 
 
@@ -219,7 +243,15 @@ RATIOS = [("fit-sgd", "step-sgd", "fit overhead over the bare step"),
           ("fit-sgd", "gemm", "fit vs GEMM bound"),
           ("fit-adam", "torch-loop-adam", "fit Adam vs PyTorch eager loop Adam"),
           ("fit-torch-sgd", "torch-loop", "fit on torch vs PyTorch eager loop"),
-          ("step-sgd", "gemm", "bare step vs GEMM bound")]
+          ("step-sgd", "gemm", "bare step vs GEMM bound"),
+          ("fit-sgd", "before-fit-sgd", "fit SGD vs before"),
+          ("fit-adam", "before-fit-adam", "fit Adam vs before"),
+          ("step-sgd", "before-step-sgd", "bare step vs before"),
+          ("fit-torch-sgd", "before-fit-torch-sgd", "fit on torch vs before"),
+          ("before-fit-sgd", "step-sgd", "before: fit vs this bare step"),
+          ("before-fit-sgd", "numpy-loop", "before: fit vs hand NumPy loop"),
+          ("before-fit-sgd", "gemm", "before: fit vs GEMM bound"),
+          ("before-step-sgd", "gemm", "before: bare step vs GEMM bound")]
 
 
 def paired_ratios(timing: dict) -> list[dict]:
@@ -334,12 +366,12 @@ def memory_rows(shapes: dict, quick: bool) -> list[dict]:
 
 # ---------------------------------------------------------------------------- the run
 
-def run_timing(shapes: dict, reps: int, quick: bool, threads: int) -> dict:
+def run_timing(shapes: dict, reps: int, quick: bool, threads: int, before=None) -> dict:
     common.limit_threads(threads)
     have_torch = common.has_module("torch")
     results = {}
     for name, (sizes, batch, n_batches) in shapes.items():
-        variants = build_variants(sizes, batch, n_batches, have_torch)
+        variants = build_variants(sizes, batch, n_batches, have_torch, before)
         timing = common.time_interleaved(variants, reps=reps, warmup=1,
                                          target_s=0.002 if quick else 0.2)
         per_batch = {k: {"median_s": v["median_s"] / n_batches,
@@ -398,7 +430,11 @@ def main(argv=None) -> int:
                   if k in args.shapes.split(",")}
     reps = args.reps or (3 if args.quick else 7)
     thread_limits = common.limit_threads(args.threads)
-    timing = {f"threads={args.threads}": run_timing(shapes, reps, args.quick, args.threads)}
+    import baseline
+
+    before = baseline.load(args.baseline)
+    timing = {f"threads={args.threads}": run_timing(shapes, reps, args.quick, args.threads,
+                                                    before)}
     if not args.no_threads:  # the libraries' defaults: every core of this machine
         import os
 

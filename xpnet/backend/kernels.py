@@ -2,7 +2,8 @@
 
 Every kernel object has the same small interface:
 
-- ``linear(X, W, b)``: ``X @ W + b`` (``b`` may be None);
+- ``linear(X, W, b)``: ``X @ W + b`` (``b`` may be None); ``linear_grad(dY, W)``: ``dY @ W.T``,
+  its input gradient;
 - ``matmul(A, B, out)`` / ``sum_rows(A, out)``: ``A @ B`` / ``sum(A, axis=0)``, written into
   ``out`` when given (a view of the flat gradient buffer);
 - ``sgd_(p, g, lr)``: ``p -= lr * g`` in place (mutable backends only);
@@ -15,19 +16,28 @@ Every kernel object has the same small interface:
 - ``losses``: fused loss-and-gradient overrides by loss name; the loss's own maths (in
   ``nn/losses.py``) runs for every name not listed.
 
+``for_step()`` gives the kernels one ``Step`` trains with. On NumPy that is a copy holding a
+``Workspace`` (``workspace.py``): between the step's ``start`` and ``stop`` the temporaries
+above (layer outputs, input gradients, the ReLU mask, the loss's exponentials) are written
+into arrays no longer in use instead of new ones. The shared kernels (``backend.kernels``,
+what ``predict`` and ``evaluate`` use) have none and always return fresh arrays.
+
 ``Portable`` is the reference: array API calls only, so it runs on every backend, with no
-overrides. The others do the same maths with what one library offers beyond the standard
-(``out=``, ``addmm``, ``threshold_backward``, fused CuPy kernels) and are proven equal to
-the portable path by ``tests/test_fast.py``. Which one a backend gets is a column of the
+overrides and no reuse. The others do the same maths with what one library offers beyond
+the standard (``out=``, ``addmm``, ``threshold_backward``, fused CuPy kernels) and are proven
+equal to the portable path by ``tests/test_fast.py``. Which one a backend gets is a column of the
 backend table (``table.py``); ``xn.fast_paths(False)`` gives every backend ``Portable``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 
 import numpy as np
+
+from .workspace import SOUND, Workspace
 
 
 class Portable:
@@ -47,6 +57,26 @@ class Portable:
             Y += b
             return Y
         return Y + b
+
+    def linear_grad(self, dY, W):
+        """``dY @ W.T``: the gradient of ``linear`` with respect to ``X``."""
+        return dY @ W.T
+
+    workspace: Workspace | None = None  # a step's reused arrays (see for_step); None: fresh
+
+    def for_step(self) -> Portable:
+        """The kernels one ``Step`` trains with: these; the libraries that reuse a step's
+        temporaries return a copy with a ``Workspace`` of its own."""
+        return self
+
+    def _out(self, shape: tuple, like, other=None):
+        """Where an op whose result has ``shape`` and ``like``'s dtype may write: an array
+        of the step's workspace, or None (a fresh array) outside a step, without one, or
+        when ``other``'s dtype differs (writing into ``out`` would then cast)."""
+        ws = self.workspace
+        if ws is None or not ws.active or (other is not None and other.dtype != like.dtype):
+            return None
+        return ws.take(shape, like.dtype, like)
 
     relu = None  # fused ReLU (X, overwrite) -> Y; None: the layer's own maths
     relu_grad = None  # fused ReLU gradient (dY, Y) -> dX; None: the layer's own maths
@@ -153,6 +183,13 @@ class NumPyKernels(_Mutable):
         self._local = threading.local()  # one scratch per thread: kernels are shared
         self._ones_cache: dict = {}  # read-only ones vectors by (length, dtype)
 
+    def for_step(self) -> NumPyKernels:
+        if not SOUND:  # reference counts decide reuse: only exact with the GIL
+            return self
+        scoped = copy.copy(self)  # shares the per-thread update scratch and the ones cache
+        scoped.workspace = Workspace(lambda shape, dtype, like: np.empty(shape, dtype))
+        return scoped
+
     def _buffer(self, dtype):
         buf = getattr(self._local, "buf", None)
         if buf is None or buf.dtype != dtype:
@@ -179,6 +216,15 @@ class NumPyKernels(_Mutable):
             ones = self._ones_cache[(n, dtype)] = np.ones(n, dtype)
         return ones
 
+    def linear(self, X, W, b):
+        Y = np.matmul(X, W, out=self._out(X.shape[:-1] + (W.shape[1],), X, W))
+        if b is not None:
+            Y += b
+        return Y
+
+    def linear_grad(self, dY, W):
+        return np.matmul(dY, W.T, out=self._out(dY.shape[:-1] + (W.shape[0],), dY, W))
+
     def matmul(self, A, B, out=None):
         return np.matmul(A, B, out=out)
 
@@ -188,21 +234,27 @@ class NumPyKernels(_Mutable):
 
     def cross_entropy(self, Z, T):
         """The softmax cross-entropy of ``_Mutable``, with the ufuncs' own reductions: a
-        small step makes eight of them, and each np.sum/np.max wrapper costs ~3 us."""
-        n = Z.shape[0]
-        S = Z - np.maximum.reduce(Z, axis=1, keepdims=True)
-        E = np.exp(S)
+        small step makes eight of them, and each np.sum/np.max wrapper costs ~3 us. In a step
+        the (batch, classes) temporaries are workspace arrays (the (batch, 1) ones cost less
+        to make than to look up); the loss itself is always a new scalar."""
+        n, shape = Z.shape[0], Z.shape
+        S = np.subtract(Z, np.maximum.reduce(Z, axis=1, keepdims=True), out=self._out(shape, Z))
+        E = np.exp(S, out=self._out(shape, Z))
         total = np.add.reduce(E, axis=1, keepdims=True)
         weights = np.add.reduce(T, axis=1, keepdims=True)
+        TS = np.multiply(T, S, out=self._out(shape, Z, T))
         loss = (np.add.reduce(np.log(total) * weights, axis=None)
-                - np.add.reduce(T * S, axis=None)) / n
+                - np.add.reduce(TS, axis=None)) / n
         return loss, self._ce_grad(E, total, T, 1.0 / n)
 
     def relu(self, X, overwrite: bool = False):
-        return np.maximum(X, 0.0, out=X if overwrite else None)
+        return np.maximum(X, 0.0, out=X if overwrite else self._out(X.shape, X))
 
     def relu_grad(self, dY, Y):
-        return np.multiply(dY, Y > 0)
+        ws = self.workspace  # the mask too: a bool array as large as the batch's activations
+        mask = ws.take(Y.shape, np.bool_, Y) if ws is not None and ws.active else None
+        mask = np.greater(Y, 0, out=mask)
+        return np.multiply(dY, mask, out=self._out(dY.shape, dY, Y))
 
     def sgd_(self, p, g, lr: float):
         if p.size <= self._CHUNK or not (p.flags.c_contiguous and g.flags.c_contiguous):
@@ -275,6 +327,7 @@ class TorchKernels(_Mutable):
     def __init__(self, xp, inplace: bool, torch):
         super().__init__(xp, inplace)
         self.torch = torch
+        self._local = threading.local()  # one update scratch per thread: kernels are shared
 
     def linear(self, X, W, b):
         if b is None:
@@ -306,19 +359,33 @@ class TorchKernels(_Mutable):
         return p.addcdiv_(g, d, value=-lr)  # no g / d temporary
 
     def adam_(self, p, g, m, v, b1, b2, step, root_correction, eps, decay):
-        """Adam in place with torch's fused ``addcmul_``/``addcdiv_``: two temporaries."""
+        """Adam in place with torch's fused ``addcmul_``/``addcdiv_``; the denominator is
+        written into this thread's scratch, not a new parameter-sized array per step."""
         m.mul_(b1).add_(g, alpha=1.0 - b1)
         v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
         if decay != 1.0:
             p.mul_(decay)
-        denom = self.torch.sqrt(v).div_(root_correction).add_(eps)
+        denom = self.torch.sqrt(v, out=self._scratch(v)).div_(root_correction).add_(eps)
         if not isinstance(step, float):  # a device scalar (a CUDA graph's step count)
             return p.sub_(m.div(denom).mul_(step))
         return p.addcdiv_(m, denom, value=-step)
 
+    def _scratch(self, like):
+        """This thread's array shaped like ``like``, for a value that never leaves one
+        update: the last shape asked for is kept (a step updates one flat buffer)."""
+        key = (like.shape, like.dtype, like.device)
+        kept = getattr(self._local, "scratch", None)
+        if kept is None or kept[0] != key:
+            kept = self._local.scratch = (key, self.torch.empty_like(like))
+        return kept[1]
+
 
 class CuPyKernels(_Mutable):
-    """CuPy: one fused elementwise kernel per operation (fewer launches, one pass each)."""
+    """CuPy: one fused elementwise kernel per operation (fewer launches, one pass each).
+
+    No workspace (``for_step`` is the shared kernels): CuPy's memory pool already hands a
+    freed block back without a device allocation, and reuse has not been run on a GPU.
+    """
 
     name = "cupy"
 

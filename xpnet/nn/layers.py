@@ -173,7 +173,7 @@ class Dense(Layer):
             grads = {"W": kernels.matmul(X.T, dY, out=out.get("W"))}  # X.T @ dY
             if self.bias:
                 grads["b"] = kernels.sum_rows(dY, out=out.get("b"))  # sum of dY over the batch
-            return (dY @ W.T if need_dX else None), grads
+            return (kernels.linear_grad(dY, W) if need_dX else None), grads  # dY @ W.T
 
         return Y, backprop
 

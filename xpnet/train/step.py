@@ -63,7 +63,8 @@ class Step:
         if self.loss_scaler is None and precision is not None and precision.scales_loss:
             self.loss_scaler = LossScale()
             self.grad_hooks.append(self.loss_scaler)  # last: it judges the summed gradients
-        self.kernels = backend.kernels
+        self.kernels = backend.kernels.for_step()  # with its own reused arrays
+        self._widest = max(model.widths)  # a batch's largest activation per row
         self.graphed = graphs_.plan(self, graphs)  # a Graphed, or None: eager
         optimizer.bind(model, model.layout, backend)
         self.grads = Buffer.zeros(model.layout, backend) if backend.views else None
@@ -135,12 +136,25 @@ class Step:
         """Train on one batch (device arrays); returns its loss as a 0-d device array.
 
         ``weights`` (shape ``(n,)``, non-negative, not all zero) weight each sample's loss;
-        ``where`` (epoch, batch) is what a divergence error names.
+        ``where`` (epoch, batch) is what a divergence error names. On NumPy a step whose
+        activations are large writes its temporaries into kept arrays nothing uses any more
+        (``backend/workspace.py``); nothing the step returns is one.
         """
+        workspace = self.kernels.workspace
+        if workspace is None or X.shape[0] * self._widest < workspace.MIN_ELEMENTS:
+            return self._train(X, T, rng, weights, where)
+        workspace.start((tuple(X.shape), X.dtype))
+        try:
+            return self._train(X, T, rng, weights, where)
+        finally:  # kernels called after the step (validation, the guard) get fresh arrays
+            workspace.stop()
+
+    def _train(self, X, T, rng, weights, where):
         self.batch_size = X.shape[0]  # what a hook may scale by
         if weights is not None:  # an all-zero batch: zero loss and gradient, not 0/0
             xp = self.model.backend.xp
-            weights = weights / xp.maximum(xp.sum(weights), xp.finfo(weights.dtype).smallest_normal)
+            tiny = xp.finfo(weights.dtype).smallest_normal
+            weights = weights / xp.maximum(xp.sum(weights), tiny)
         value = None
         if self._traced is not None and weights is None:
             value = self._traced(X, T)
