@@ -94,6 +94,11 @@ class Portable:
         out[...] = A @ B
         return out
 
+    def gather(self, A, rows, out=None):
+        """The rows ``rows`` (an index array) of ``A``, written into ``out`` where the
+        library can (a batch's rows into last batch's array); a new array otherwise."""
+        return self.xp.take(A, rows, axis=0)
+
     def sum_rows(self, A, out=None):
         """``sum(A, axis=0)``, written into ``out`` when given."""
         if out is None:
@@ -228,6 +233,9 @@ class NumPyKernels(_Mutable):
     def matmul(self, A, B, out=None):
         return np.matmul(A, B, out=out)
 
+    def gather(self, A, rows, out=None):
+        return np.take(A, rows, axis=0, out=out)
+
     def sum_rows(self, A, out=None):
         # the ufunc's own reduce: np.sum's Python wrapper costs more than a small sum
         return np.add.reduce(A, axis=0, out=out)
@@ -337,6 +345,10 @@ class TorchKernels(_Mutable):
     def matmul(self, A, B, out=None):
         return self.torch.matmul(A, B, out=out) if out is not None else A @ B
 
+    def gather(self, A, rows, out=None):
+        return self.torch.index_select(A, 0, rows, out=out) if out is not None \
+            else self.torch.index_select(A, 0, rows)
+
     def sum_rows(self, A, out=None):
         return self.torch.sum(A, dim=0, out=out) if out is not None else self.torch.sum(A, 0)
 
@@ -407,6 +419,9 @@ class CuPyKernels(_Mutable):
 
     def matmul(self, A, B, out=None):
         return self.cp.matmul(A, B, out=out)
+
+    def gather(self, A, rows, out=None):
+        return self.cp.take(A, rows, axis=0, out=out)
 
     def sum_rows(self, A, out=None):
         return self.cp.sum(A, axis=0, out=out)

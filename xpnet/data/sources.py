@@ -141,18 +141,31 @@ class Arrays:
         order given); ``shard(lo, hi)`` picks this process's rows of each batch."""
         xp = self.backend.xp
         rows_of = None if order is None else xp.asarray(order, device=self.backend.device)
+        kernels = self.backend.kernels
+        # a shuffled batch's rows go into the arrays of the batch before (one per shape: the
+        # ragged last batch has its own); only the step reads them, and it is done with a
+        # batch before the next is gathered. Immutable arrays (JAX) gather afresh.
+        into: dict = {}
         for lo, hi in bounds:
             start, stop = shard(lo, hi)
             # gathered per batch through the permutation: the epoch is never copied whole
             rows = slice(start, stop) if rows_of is None else rows_of[start:stop]
-            yield Batch(lo, hi, *(self._take(a, rows) for a in (self.X, self.T, self.W)))
+            yield Batch(lo, hi, *(self._take(kernels, into, i, a, rows)
+                                  for i, a in enumerate((self.X, self.T, self.W))))
 
-    def _take(self, a, rows):
+    def _take(self, kernels, into: dict, i: int, a, rows):
         if a is None:
             return None
         if isinstance(rows, slice):
             return a[rows, ...]
-        return self.backend.xp.take(a, rows, axis=0)
+        if not self.backend.inplace:
+            return kernels.gather(a, rows)
+        key = (i, rows.shape[0])
+        out = into.get(key)
+        if out is None:
+            out = into[key] = kernels.gather(a, rows)
+            return out
+        return kernels.gather(a, rows, out=out)
 
     def chunks(self, batch_size=None) -> Generator[tuple, None, None]:
         """``(X, T, W)`` for evaluation: in memory, all of it at once."""
