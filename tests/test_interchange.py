@@ -173,8 +173,15 @@ def test_cupy_and_torch_cuda_share_memory_on_the_gpu():
 # --------------------------------------------------------------------------- state_dict
 
 
-def _torch_twin(model: xn.Sequential):
-    """The torch.nn.Sequential of the same layers at the same indices."""
+class TorchResidual(torch.nn.Sequential):
+    """The torch module an ``xn.Residual`` corresponds to: ``x + layers(x)``, its layers the
+    children "0", "1", ... (so its keys are "1.0.weight", as xpnet names them)."""
+
+    def forward(self, x):
+        return x + super().forward(x)
+
+
+def _torch_layers(layers):
     nn = torch.nn
     twins = {
         "ReLU": lambda layer: nn.ReLU(), "Tanh": lambda layer: nn.Tanh(),
@@ -183,8 +190,17 @@ def _torch_twin(model: xn.Sequential):
         "LeakyReLU": lambda layer: nn.LeakyReLU(layer.slope),
         "Softmax": lambda layer: nn.Softmax(dim=-1), "Dropout": lambda layer: nn.Dropout(layer.p),
         "Dense": lambda layer: nn.Linear(layer.n_in, layer.n_out, bias=layer.bias),
+        "LayerNorm": lambda layer: nn.LayerNorm(layer.n, eps=layer.eps),
+        "BatchNorm": lambda layer: nn.BatchNorm1d(layer.n, eps=layer.eps,
+                                                  momentum=layer.momentum),
+        "Residual": lambda layer: TorchResidual(*_torch_layers(layer.sublayers())),
     }
-    return nn.Sequential(*(twins[type(layer).__name__](layer) for layer in model.layers)).eval()
+    return [twins[type(layer).__name__](layer) for layer in layers]
+
+
+def _torch_twin(model: xn.Sequential):
+    """The torch.nn.Sequential of the same layers at the same indices, in eval mode."""
+    return torch.nn.Sequential(*_torch_layers(model.layers)).eval()
 
 
 def _every_layer(backend) -> xn.Sequential:
@@ -290,32 +306,112 @@ def test_state_dict_without_torch_names_the_extra(monkeypatch):
         model.state_dict()
 
 
-class _Block(xn.Layer):
-    """A stand-in for a block (Residual): its own layers under "<i>." names, sublayers()."""
-
-    def __init__(self, *layers):
-        self.inner = layers
-
-    def sublayers(self):
-        return self.inner
-
-    def param_shapes(self):
-        return {f"{i}.{k}": s for i, layer in enumerate(self.inner)
-                for k, s in layer.param_shapes().items()}
-
-    def init_params(self, rng, default_init):
-        return {f"{i}.{k}": v for i, layer in enumerate(self.inner)
-                for k, v in layer.init_params(rng, "glorot").items()}
-
-
 def test_a_block_s_layers_are_named_under_it_as_nested_torch_modules_are():
-    model = xn.Sequential(xn.Dense(4, 6), _Block(xn.ReLU(), xn.Dense(6, 6)), xn.Dense(6, 2),
-                          seed=0)
+    def build(seed):
+        return xn.Sequential(xn.Dense(4, 6), xn.Residual(xn.ReLU(), xn.Dense(6, 6)),
+                             xn.Dense(6, 2), seed=seed)
+
+    model = build(0)
     sd = model.state_dict()
     assert list(sd) == ["0.weight", "0.bias", "1.1.weight", "1.1.bias", "2.weight", "2.bias"]
     np.testing.assert_array_equal(sd["1.1.weight"].numpy(), model.params["1.1.W"].T)
-    other = xn.Sequential(xn.Dense(4, 6), _Block(xn.ReLU(), xn.Dense(6, 6)), xn.Dense(6, 2),
-                          seed=1)
+    other = build(1)
     other.load_state_dict(sd)
     for name, value in model.params.items():
         np.testing.assert_array_equal(other.params[name], value)
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def _norm_model(backend, seed=0) -> xn.Sequential:
+    """LayerNorm and BatchNorm, alone and inside Residuals nested two deep."""
+    return xn.Sequential(
+        xn.Dense(4, 8), xn.BatchNorm(8, momentum=0.3), xn.ReLU(),
+        xn.Residual(xn.LayerNorm(8), xn.Dense(8, 8), xn.Tanh()),
+        xn.Residual(xn.Residual(xn.BatchNorm(8, eps=1e-3), xn.Dense(8, 8)), xn.LayerNorm(8)),
+        xn.Dense(8, 3), seed=seed, backend=backend)
+
+
+DATA = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32) * 2 + 1
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch", "jax", "array_api_strict"])
+def test_normalisation_moves_to_torch_and_back_with_its_running_statistics(name):
+    backend = _backend(name)
+    model = _norm_model(backend)
+    model.fit(DATA, np.tanh(DATA[:, :3]), loss="mse", optimizer=xn.Adam(lr=0.02), epochs=3,
+              batch_size=16)
+    assert np.abs(backend.to_numpy(model.state["1.running_var"]) - 1).max() > 1e-2
+    twin = _torch_twin(model)
+    sd = model.state_dict()
+    assert list(sd) == list(twin.state_dict())  # torch's order: parameters, then buffers
+    assert "4.0.0.running_mean" in sd and sd["1.num_batches_tracked"].dtype == torch.long
+    twin.load_state_dict(sd)  # strict: every key torch has, and no other
+    with torch.no_grad():
+        np.testing.assert_allclose(twin(torch.from_numpy(DATA)).numpy(),
+                                   backend.to_numpy(model.predict(DATA)), rtol=1e-5, atol=1e-5)
+    # and back: torch trains its own copy (its BatchNorm updates the running statistics)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)
+    twin.train()
+    for _ in range(5):
+        optimizer.zero_grad()
+        twin(torch.from_numpy(DATA)).square().mean().backward()
+        optimizer.step()
+    twin.eval()
+    with torch.no_grad():
+        expected = twin(torch.from_numpy(DATA)).numpy()
+    fresh = _norm_model(backend, seed=1)
+    assert fresh.load_state_dict(twin.state_dict()) is fresh
+    buffers = dict(twin.named_buffers())
+    for key in ("1.running_mean", "1.running_var", "4.0.0.running_var"):
+        np.testing.assert_array_equal(backend.to_numpy(fresh.state[key]), buffers[key].numpy())
+    np.testing.assert_allclose(backend.to_numpy(fresh.predict(DATA)), expected, rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_a_torch_state_dict_without_the_batch_count_loads():
+    """torch's own load accepts a dict without num_batches_tracked (it fills in 0), and
+    xpnet keeps no count: it is neither required nor refused."""
+    model = _norm_model(_backend("numpy"))
+    sd = _sd(_norm_model(_backend("numpy"), seed=1))
+    del sd["1.num_batches_tracked"]
+    model.load_state_dict(sd)
+    np.testing.assert_array_equal(model.params["1.gamma"], sd["1.weight"].numpy())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda sd: sd.pop("4.0.0.running_var"), r"missing keys \['4.0.0.running_var'\]"),
+    (lambda sd: sd.update({"3.0.running_mean": torch.zeros(8)}),
+     r"unexpected keys \['3.0.running_mean'\]"),
+    (lambda sd: sd.update({"1.running_mean": torch.zeros(7)}),
+     r"'1.running_mean' of layer 1 \(BatchNorm\) has shape \(7,\), expected \(8,\)"),
+    (lambda sd: sd["4.0.0.running_var"].__setitem__(2, float("nan")),
+     r"'4.0.0.running_var' contains 1 NaN or Inf"),
+])
+def test_bad_running_statistics_are_named_and_nothing_changes(edit, message):
+    model = _norm_model(_backend("numpy"))
+    model.set_state({k: np.full(v.shape, 2.0) for k, v in model.state.items()})
+    before = {k: np.array(v) for k, v in model.params.items()}
+    state = {k: np.array(v) for k, v in model.state.items()}
+    sd = _sd(_norm_model(_backend("numpy"), seed=1))
+    edit(sd)
+    with pytest.raises(xn.DataError if "NaN" in message else xn.ModelError, match=message):
+        model.load_state_dict(sd)
+    _assert_unchanged(model, before)
+    for name, value in model.state.items():
+        np.testing.assert_array_equal(value, state[name])
+
+
+def test_a_state_array_without_torch_names_is_named():
+    class Counter(xn.Layer):
+        def state_shapes(self):
+            return {"seen": (1,)}
+
+        def init_state(self):
+            return {"seen": np.zeros(1)}
+
+    model = xn.Sequential(xn.Dense(2, 2), xn.Residual(Counter()), seed=0)
+    with pytest.raises(xn.ModelError, match=r"layer 1\.0 \(Counter\) has a state array "
+                                            "'seen' with no PyTorch name"):
+        model.state_dict()
