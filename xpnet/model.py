@@ -204,9 +204,10 @@ class Sequential:
         return self
 
     def state_dict(self, format: str = "torch") -> dict:
-        """The parameters as torch tensors under PyTorch's names and layout ("0.weight" as
-        (out_features, in_features), "0.bias"), for the ``torch.nn.Sequential`` of the same
-        layers; they share memory with the model where DLPack allows (``xpnet.io.state_dict``)."""
+        """The parameters and layer state (BatchNorm's running statistics) as torch tensors
+        under PyTorch's names and layout ("0.weight" as (out_features, in_features),
+        "0.bias", "1.running_mean"), for the ``torch.nn.Sequential`` of the same layers;
+        they share memory with the model where DLPack allows (``xpnet.io.state_dict``)."""
         return torch_layout.state_dict(self, format)
 
     def load_state_dict(self, state_dict, format: str = "torch") -> Sequential:
