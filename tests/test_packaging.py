@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -176,6 +178,29 @@ def test_public_methods_of_public_classes_have_docstrings():
             if not _documented(value):
                 missing.append(f"{name}.{attr}")
     assert missing == []
+
+
+def _modules() -> list[str]:
+    """Every module of the package, by dotted name."""
+    names = []
+    for path in sorted((ROOT / "xpnet").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+@pytest.mark.parametrize("module", _modules())
+def test_every_module_lists_what_it_offers_in_all(module):
+    # read the source first: a module without __all__ fails here even where its optional
+    # library is missing
+    path = ROOT / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = ROOT / module.replace(".", "/") / "__init__.py"
+    assert re.search(r"^__all__\b", path.read_text(), re.MULTILINE), f"{module} has no __all__"
+    imported = importlib.import_module(module)
+    missing = [name for name in imported.__all__ if not hasattr(imported, name)
+               and importlib.util.find_spec(f"{module}.{name}") is None]
+    assert missing == [], f"{module}.__all__ names what it does not define: {missing}"
 
 
 def test_all_names_exist_and_version_is_set():

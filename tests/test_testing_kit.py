@@ -48,6 +48,38 @@ def test_check_grads_names_the_wrong_parameter():
     assert report.errors["0.W"] < 1e-6 and report.errors["2.b"] < 1e-6
 
 
+class NaNGradDense(xn.Dense):
+    """A Dense whose backprop reports NaN for one weight's gradient (a 0/0 in a user's maths)."""
+
+    def forward(self, params, X, ctx):
+        Y, backprop = super().forward(params, X, ctx)
+
+        def wrong(dY, need_dX=True):
+            dX, grads = backprop(dY, need_dX)
+            W = np.array(grads["W"])
+            W[0, 0] = np.nan
+            return dX, {**grads, "W": ctx.backend.asarray(W)}
+
+        return Y, wrong
+
+
+def test_check_grads_fails_a_nan_gradient_and_names_it():
+    # NaN compares false with every number: it must not slip under the tolerance
+    X, y = _data()
+    model = xn.Sequential(xn.Dense(3, 4), xn.Tanh(), NaNGradDense(4, 2), seed=0)
+    with pytest.raises(AssertionError, match=r"'2\.W'.*relative error nan"):
+        check_grads(model, X, y, loss="cross_entropy")
+    report = check_grads(model, X, y, loss="cross_entropy", raise_error=False)
+    assert not report.passed and report.worst == "2.W" and report.worst_index == (0, 0)
+    assert report.errors["0.W"] < 1e-6
+
+
+def test_check_grads_refuses_a_model_with_nothing_to_check():
+    X, y = _data()
+    with pytest.raises(xn.ModelError, match="check_grads: the model has no parameters"):
+        check_grads(xn.Sequential(xn.Tanh()), X, np.zeros((len(X), 3)))
+
+
 def test_assert_parity_reports_gaps_on_every_available_backend():
     X, y = _data(16)
     report = assert_parity(lambda: xn.mlp([3, 6, 2], seed=0), X, y, loss="cross_entropy",

@@ -14,10 +14,17 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from typing import Literal, overload
 
 __all__ = ["boolean", "existing_folder", "integer", "path", "real"]
 
 
+# Overloads so a caller that does not allow None gets an int, not an Optional to narrow.
+@overload
+def integer(owner: str, name: str, value, low: int,
+            allow_none: Literal[False] = False) -> int: ...
+@overload
+def integer(owner: str, name: str, value, low: int, allow_none: bool) -> int | None: ...
 def integer(owner: str, name: str, value, low: int, allow_none: bool = False) -> int | None:
     """``value`` as a plain int >= ``low`` (None passes through when ``allow_none``)."""
     if value is None and allow_none:
@@ -35,13 +42,14 @@ def real(owner: str, name: str, value, low: float | None = None, high: float | N
     if isinstance(value, bool) or not isinstance(value, numbers.Real) \
             or not math.isfinite(value):
         raise ValueError(f"{owner}: {name} must be a finite number; got {value!r}")
-    if low is not None and (value < low or (low_open and value == low)):
+    number = float(value)  # a Real (NumPy's float32 too) compares as the float it returns
+    if low is not None and (number < low or (low_open and number == low)):
         raise ValueError(f"{owner}: {name} must be {'>' if low_open else '>='} {low}; "
                          f"got {value!r}")
-    if high is not None and (value > high or (high_open and value == high)):
+    if high is not None and (number > high or (high_open and number == high)):
         raise ValueError(f"{owner}: {name} must be {'<' if high_open else '<='} {high}; "
                          f"got {value!r}")
-    return float(value)
+    return number
 
 
 def boolean(owner: str, name: str, value) -> bool:

@@ -336,7 +336,7 @@ class Sequential:
             ctx.state = {k: state[full] for k, full in keys} if keys else None
             ctx.state_out = {} if keys and state_out is not None else None
             X, back = layer.forward(per_layer[i], X, ctx)
-            if ctx.state_out:
+            if ctx.state_out and state_out is not None:  # a caller that asked for state
                 state_out.update({full: ctx.state_out[k] for k, full in keys
                                   if k in ctx.state_out})
             backprops.append(back)

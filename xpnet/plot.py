@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["decision_boundaries", "decision_boundary", "learning_curves"]
+
 
 def _pyplot():
     """matplotlib.pyplot, with Agg chosen when nothing could show a window."""

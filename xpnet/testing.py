@@ -14,8 +14,11 @@ test suite::
 from __future__ import annotations
 
 import copy
+import functools
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +27,9 @@ from .backend import table as _backend
 from .model import Sequential
 from .nn import losses
 from .nn import optim as optimizers
+from .nn.layers import ModelError
+
+__all__ = ["GradReport", "PARITY_TOL", "ParityReport", "assert_parity", "check_grads"]
 
 # float32 runs differ by a few ulps per step (BLAS summation order); 1e-4 relative leaves
 # room for GPUs and TF32-free cuBLAS while a real bug moves parameters by 1e-3 or more.
@@ -80,6 +86,11 @@ def _entries(shape, max_entries, rng) -> list[tuple]:
     return [every[i] for i in sorted(picked)]
 
 
+def _nan_last(error: float) -> float:
+    """``error`` for ranking, a NaN above every number."""
+    return math.inf if math.isnan(error) else error
+
+
 def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: float = 1e-5,
                 max_entries: int | None = 64, seed: int = 0, raise_error: bool = True,
                 training: bool = False) -> GradReport:
@@ -108,6 +119,9 @@ def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: fl
     raise_error = checks.boolean("check_grads", "raise_error", raise_error)
     training = checks.boolean("check_grads", "training", training)
     entry = losses.resolve(loss)
+    if not model.params and entry.builtin:  # else the report would pass with nothing checked
+        raise ModelError("check_grads: the model has no parameters (no Dense layer) and the "
+                         "loss is built in: nothing to check")
     twin = _float64_copy(model)
     Xd = twin.device_inputs(X)
     Td = twin.device_targets(y, entry, Xd)
@@ -127,14 +141,19 @@ def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: fl
         params[name] = backend.asarray(value)
         return float(entry(xp, forward(params)[0], Td)[0])
 
-    targets = {name: (base, backend.to_numpy(grads[name]),
-                      lambda value, name=name: objective(name, value))
-               for name, base in host.items()}
+    # name -> (host values, analytic gradient, the objective of new values)
+    targets: dict[str, tuple[Any, Any, Callable[[Any], float]]] = {
+        name: (base, backend.to_numpy(grads[name]),
+               functools.partial(objective, name))
+        for name, base in host.items()}
     if not entry.builtin:  # a user's loss: its dY against its own value, as a layer's grads
         targets[entry.name] = (
             backend.to_numpy(Y).copy(), backend.to_numpy(entry(xp, Y, Td)[1]),
             lambda value: float(entry(xp, backend.asarray(value), Td)[0]))
-    errors, checked, worst = {}, {}, (None, -1.0, (), 0.0, 0.0)
+    errors: dict[str, float] = {}
+    checked: dict[str, int] = {}
+    # (name, error, entry, analytic, numeric) of the worst parameter so far
+    worst: tuple[str | None, float, tuple, float, float] = (None, -1.0, (), 0.0, 0.0)
     for name, (base, analytic_all, f) in targets.items():
         gaps, scale = [], 1e-12
         for index in _entries(base.shape, max_entries, rng):
@@ -146,10 +165,12 @@ def check_grads(model, X, y, loss: str = "mse", eps: float = 1e-6, tolerance: fl
             analytic = float(analytic_all[index])
             gaps.append((abs(analytic - numeric), index, analytic, numeric))
             scale = max(scale, abs(analytic), abs(numeric))
-        gap, index, analytic, numeric = max(gaps, key=lambda g: g[0])
+        # a NaN compares false with everything: rank it worst, or a NaN gradient would pass
+        gap, index, analytic, numeric = max(gaps, key=lambda g: _nan_last(g[0]))
         errors[name], checked[name] = gap / scale, len(gaps)
-        if errors[name] > worst[1]:
+        if _nan_last(errors[name]) > _nan_last(worst[1]):
             worst = (name, errors[name], index, analytic, numeric)
+    assert worst[0] is not None  # every target has an entry: the first error beats -1
     report = GradReport(errors, worst[0], worst[1], worst[2], worst[3], worst[4], tolerance,
                         checked)
     if raise_error and not report.passed:

@@ -34,6 +34,8 @@ from __future__ import annotations
 import copy
 import math
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -78,9 +80,11 @@ class Portable:
             return None
         return ws.take(shape, like.dtype, like)
 
-    relu = None  # fused ReLU (X, overwrite) -> Y; None: the layer's own maths
-    relu_grad = None  # fused ReLU gradient (dY, Y) -> dX; None: the layer's own maths
-    adam_ = None  # fused in-place Adam update; None: the optimizer's own maths
+    # Optional overrides: a subclass defines them as methods; None: the layer's (or the
+    # optimizer's) own maths runs.
+    relu: Callable[..., Any] | None = None  # fused ReLU (X, overwrite) -> Y
+    relu_grad: Callable[..., Any] | None = None  # fused ReLU gradient (dY, Y) -> dX
+    adam_: Callable[..., Any] | None = None  # fused in-place Adam update
 
     @property
     def losses(self) -> dict:

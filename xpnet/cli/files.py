@@ -18,6 +18,13 @@ import numpy as np
 
 from ..data import datasets
 
+__all__ = [
+    "AUTO", "MAX_SPARSE_CLASSES", "OPTION", "check_plot_path", "check_save_path", "check_writable",
+    "class_count", "describe_task", "format_cell", "infer_loss", "load_data", "output_width",
+    "parse_delimiter", "plot_formats", "predictions", "read_features", "refuse_overwriting",
+    "score", "split", "write_predictions",
+]
+
 # --------------------------------------------------------------------------- delimiters
 
 AUTO = None  # --delimiter auto: datasets.read_table detects it

@@ -41,6 +41,11 @@ from ..train.guard import DivergenceError
 from ..version import __version__
 from . import files as cli_data
 
+__all__ = [
+    "DEFAULT_LR", "INTERRUPTED", "LOSSES", "build_parser", "cmd_export", "cmd_info", "cmd_predict",
+    "cmd_train", "main",
+]
+
 # Tuned so that the default ``train`` reaches about 99 % validation accuracy on the
 # spirals in well under a second of training on NumPy.
 DEFAULT_LR = {"adam": 0.01, "sgd": 0.1}
@@ -108,7 +113,7 @@ def _layers(text: str) -> list[int]:
     return sizes
 
 
-def _delimiter(text: str) -> str:
+def _delimiter(text: str) -> str | None:
     try:
         return cli_data.parse_delimiter(text)
     except ValueError as exc:

@@ -32,6 +32,11 @@ import numpy as np
 
 from .validate import DataError, host_array
 
+__all__ = [
+    "Arrays", "Batch", "Batches", "CHUNK_BYTES", "Mapped", "RELEASE_BYTES", "all_rows",
+    "is_batches", "mapping_of", "source",
+]
+
 # Rows of a mapped file read at once when validating or evaluating it.
 CHUNK_BYTES = 16 * 2**20
 # Pages of a mapping the process may have touched before they are dropped from it again.
@@ -238,7 +243,7 @@ class _Rows:
         # Python ints, unpacked once: this loop runs once per row of a shuffled batch
         runs = zip(firsts.tolist(), counts.tolist(),
                    (position + rows[firsts] * stride).tolist(), strict=True)
-        size, buffer = self._row_bytes, memoryview(out).cast("B")
+        size, buffer = self._row_bytes, out.data.cast("B")
         fd = os.open(name, os.O_RDONLY)
         try:
             for first, count, offset in runs:

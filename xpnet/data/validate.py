@@ -23,6 +23,11 @@ import numpy as np
 
 from ..backend import Backend, to_numpy
 
+__all__ = [
+    "DataError", "batch_bounds", "epoch_rngs", "host_array", "host_rng", "inputs", "parameter",
+    "targets",
+]
+
 
 class DataError(ValueError):
     """Input data that does not fit the model or the loss."""

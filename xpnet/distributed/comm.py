@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 
+__all__ = ["Communicator", "abort_on_uncaught", "local", "writable_numpy"]
+
 
 class Communicator:
     """What training needs of a group of processes: rank, size, sums, broadcast, abort.
@@ -24,7 +26,8 @@ class Communicator:
     """
 
     engine = "local"
-    rank, size, device = 0, 1, None
+    rank, size = 0, 1
+    device: int | None = None
 
     def allreduce_(self, array, backend=None):
         """Sum ``array`` over all processes, in place where it can be written.

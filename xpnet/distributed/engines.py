@@ -5,6 +5,8 @@ from __future__ import annotations
 from . import mpi, nccl, torchdist
 from .comm import Communicator, abort_on_uncaught
 
+__all__ = ["ENGINES", "init"]
+
 # engine name -> what connects this process to the job's other processes
 ENGINES = {
     "mpi": mpi.connect,          # mpi4py: mpiexec, srun, python -m mpi4py

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .comm import Communicator, writable_numpy
 
+__all__ = ["MPICommunicator", "connect", "mpi_module"]
+
 
 class MPICommunicator(Communicator):
     """MPI's world: NumPy buffers summed in place, device arrays through host copies."""

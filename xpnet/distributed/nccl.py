@@ -15,6 +15,8 @@ from .comm import Communicator
 from .mpi import MPICommunicator
 from .mpi import connect as connect_mpi
 
+__all__ = ["NCCLCommunicator", "connect"]
+
 _INSTALL = "pip install 'xpnet[nccl]' (CuPy for CUDA 12, NCCL, mpi4py and MPICH)"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["GradientAllReduce", "ShardedRNG", "shard"]
+
 
 def shard(lo: int, hi: int, rank: int, size: int) -> tuple[int, int]:
     """This rank's contiguous rows of the batch ``[lo, hi)``, split as ``np.array_split``

@@ -12,6 +12,8 @@ import sys
 
 from .comm import Communicator, writable_numpy
 
+__all__ = ["LAUNCH_VARIABLES", "TorchCommunicator", "connect"]
+
 # what torchrun (python -m torch.distributed.run) sets for every process it starts
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 

@@ -169,7 +169,8 @@ def load_state_dict(model, mapping, format: str = "torch") -> None:
                          f"expected {expected}")
     shapes = {**model.layout.shapes, **model.state_shapes}
     backend = model.backend
-    params, state = {}, dict(model.state)
+    params: dict[str, Any] = {}
+    state = dict(model.state)
     for entry in entries:
         shape = shapes[entry.name]
         want = shape[::-1] if entry.transposed else shape

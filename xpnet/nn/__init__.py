@@ -7,3 +7,5 @@ only the backend floor (for the optional fast paths a layer may take from its co
 # the blocks and normalisation layers register themselves in layers.LAYERS on import, so
 # that load finds them whichever of the nn modules a caller imported
 from . import blocks, norm  # noqa: F401, E402
+
+__all__ = ["blocks", "buffers", "init", "layers", "losses", "norm", "optim"]

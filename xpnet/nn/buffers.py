@@ -16,6 +16,8 @@ from typing import Any
 
 import array_api_compat
 
+__all__ = ["Buffer", "Layout"]
+
 
 class Layout:
     """Names and shapes packed end to end into one 1-D buffer."""

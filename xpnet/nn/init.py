@@ -12,6 +12,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+__all__ = [
+    "INITIALIZERS", "Initializer", "glorot_uniform", "he_uniform", "normal", "resolve",
+    "uniform01", "zeros",
+]
+
 Initializer = Callable[[np.random.Generator, int, int], np.ndarray]
 
 

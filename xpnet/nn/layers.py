@@ -22,6 +22,14 @@ from typing import Any
 from ..backend.kernels import Portable
 from . import init as initializers
 
+__all__ = [
+    "ACTIVATIONS", "Backprop", "Dense", "Dropout", "GELU", "Identity", "LAYERS", "Layer",
+    "LeakyReLU", "MAX_DEPTH", "ModelError", "Pass", "RELU_FAMILY", "ReLU", "Sigmoid", "Softmax",
+    "Tanh", "activation", "chain_in_width", "check_chain", "default_inits", "from_config",
+    "from_spec", "register_layer", "sigmoid", "softmax", "spec_of", "unregistered", "walk",
+    "width_of",
+]
+
 Backprop = Callable[..., tuple[Any, dict]]
 
 
@@ -146,7 +154,7 @@ class Dense(Layer):
         return {"n_in": self.n_in, "n_out": self.n_out, "init": init, "bias": self.bias}
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        shapes = {"W": (self.n_in, self.n_out)}
+        shapes: dict[str, tuple[int, ...]] = {"W": (self.n_in, self.n_out)}
         if self.bias:
             shapes["b"] = (self.n_out,)
         return shapes
@@ -322,7 +330,7 @@ class Dropout(Layer):
     def __init__(self, p: float = 0.5):
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must be a number in [0, 1); got {p!r}")
-        self.p = float(p)
+        self.p: float = float(p)
 
     def config(self):
         return {"p": self.p}

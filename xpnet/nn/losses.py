@@ -27,6 +27,11 @@ from typing import Any
 from .. import checks
 from .layers import sigmoid
 
+__all__ = [
+    "CLASSIFICATION", "Huber", "LOSSES", "Loss", "LossFn", "binary_cross_entropy", "cross_entropy",
+    "huber", "l1", "mse", "resolve",
+]
+
 LossFn = Callable[..., tuple[Any, Any]]
 
 

@@ -96,7 +96,7 @@ class BatchNorm(_Normalisation):
                 or not 0.0 <= momentum <= 1.0:
             raise ValueError(f"BatchNorm: momentum must be a number in [0, 1]; got "
                              f"{momentum!r}")
-        self.momentum = float(momentum)
+        self.momentum: float = float(momentum)
 
     def config(self) -> dict:
         return {"n": self.n, "momentum": self.momentum, "eps": self.eps}

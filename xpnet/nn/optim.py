@@ -25,6 +25,10 @@ from typing import Any, ClassVar
 from .. import checks
 from .buffers import Buffer, Layout
 
+__all__ = [
+    "Adagrad", "Adam", "AdamW", "OPTIMIZERS", "Optimizer", "RMSprop", "SGD", "by_type", "resolve",
+]
+
 
 class Optimizer:
     """Shared parts: learning rate, state per parameter name, global-norm clipping, binding."""
@@ -469,4 +473,5 @@ def resolve(optimizer, lr: float | None = None) -> Optimizer:
         raise ValueError(
             f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)} or an Optimizer"
         )
-    return cls() if lr is None else cls(lr=lr)
+    # every registered optimizer gives lr torch.optim's default; the base class has none
+    return cls() if lr is None else cls(lr=lr)  # type: ignore[call-arg]

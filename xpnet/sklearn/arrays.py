@@ -16,6 +16,11 @@ from sklearn import get_config
 
 from ..backend import table as _backend
 
+__all__ = [
+    "dispatching", "float_dtype_name", "float_dtypes", "follows_input", "host", "numpy_probe",
+    "to_device",
+]
+
 
 def dispatching() -> bool:
     """Whether scikit-learn's array API dispatch is switched on here."""

@@ -39,6 +39,8 @@ from . import arrays
 from .objective import LOSSES, L2Penalty
 from .schedule import LEARNING_RATES, Schedule
 
+__all__ = ["BaseMLP"]
+
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 _MAX_FUN = 15000  # scikit-learn's default; it bounds lbfgs only
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from ..nn import losses
 
+__all__ = ["L2Penalty", "LOSSES"]
+
 
 def _scaled(name: str, value_scale, grad_scale) -> losses.Loss:
     base = losses.resolve(name)

@@ -19,6 +19,8 @@ Adam ignores ``learning_rate``, as in scikit-learn.
 
 from __future__ import annotations
 
+__all__ = ["LEARNING_RATES", "SMALLEST_ADAPTIVE_RATE", "Schedule", "set_rate"]
+
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
 SMALLEST_ADAPTIVE_RATE = 1e-6  # scikit-learn stops rather than go below it
 

@@ -25,8 +25,14 @@ import csv
 import math
 import os
 from collections.abc import Callable
+from typing import Any
 
 from .. import checks
+
+__all__ = [
+    "CSVLogger", "Callback", "CosineDecay", "EarlyStopping", "ExponentialDecay", "History",
+    "LearningRateScheduler", "ModelCheckpoint", "StepDecay", "TerminateOnNaN",
+]
 
 
 class Callback:
@@ -41,7 +47,9 @@ class Callback:
     (``logs["loss"]``, the epoch's running mean, is filled where it costs nothing).
     """
 
-    model = None
+    # any object with the network protocol (train/ never imports the model class); set by
+    # set_model before training
+    model: Any = None
     rank_zero_only = False
     wants_batch_loss = False
 
@@ -262,6 +270,7 @@ class LearningRateScheduler(Callback):
 
     def schedule(self, epoch: int, lr: float) -> float:
         """The rate for ``epoch`` given the current ``lr``; subclasses override this."""
+        assert self.fn is not None  # __init__ refuses no fn unless schedule is overridden
         return self.fn(epoch, lr)
 
     def on_epoch_begin(self, epoch, logs):

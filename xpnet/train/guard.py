@@ -17,6 +17,9 @@ the progress display and the epoch's loss cost no read of their own.
 from __future__ import annotations
 
 import math
+from typing import Any
+
+__all__ = ["DivergenceError", "Guard"]
 
 
 class DivergenceError(FloatingPointError):
@@ -45,8 +48,10 @@ class Guard:
         self.restore_point = model.snapshot(optimizer=True)
         self.snapshot_step = 0
         self.last_good = None
-        self._carry = None  # (0-d device total, samples) for the next check to read along
-        self.carried = None  # (host total, samples, step) as the last check read them
+        # (0-d device total, samples) for the next check to read along
+        self._carry: tuple[Any, int] | None = None
+        # (host total, samples, step) as the last check read them
+        self.carried: tuple[float, int, int] | None = None
 
     def carry(self, total, samples: int) -> None:
         """Have the next check read ``total`` (a 0-d device array) along with its own."""

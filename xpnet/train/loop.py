@@ -417,6 +417,7 @@ def _epoch(run: _Run, epoch: int, pending) -> None:
                 for cb in run.per_batch:
                     cb.on_batch_end(b, batch_logs)
             if not model.backend.cheap_reads:  # the next check reads it in its own host copy
+                assert step.guard is not None  # fit sets it before training
                 step.guard.carry(total, seen)
             if run.max_steps is not None and step.count >= run.max_steps:
                 model.stop_training = True  # the last update asked for: end here

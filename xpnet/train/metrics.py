@@ -16,6 +16,8 @@ import numpy as np
 
 from ..nn.losses import CLASSIFICATION
 
+__all__ = ["REGRESSION_METRICS", "accuracy", "device_metrics", "mae", "mse", "r2", "unread_metrics"]
+
 REGRESSION_METRICS = ("mse", "mae", "r2")
 
 

@@ -13,6 +13,8 @@ from typing import TextIO
 from .. import checks
 from .callbacks import Callback
 
+__all__ = ["ProgressBar"]
+
 
 def _fmt(logs: dict) -> str:
     return " ".join(f"{key}={value:.4g}" for key, value in logs.items())

@@ -38,6 +38,8 @@ from . import traced
 from .guard import Guard
 from .precision import LossScale, MixedCompute
 
+__all__ = ["GradHook", "Step"]
+
 GradHook = Callable[[dict, "Step"], dict | None]
 
 
