@@ -34,7 +34,6 @@ import argparse
 import cProfile
 import json
 import pstats
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from common import Variant
 
 SHAPES = {"tiny": ([64, 128, 10], 64, 64), "medium": ([784, 512, 512, 10], 256, 16),
           "large": ([4096, 4096, 4096, 10], 1024, 2)}  # sizes, batch, batches per epoch
-QUICK_SHAPES = {"tiny": ([16, 32, 4], 16, 8), "medium": ([64, 64, 64, 10], 32, 4)}
+QUICK_SHAPES = {"tiny-quick": ([16, 32, 4], 16, 8), "medium-quick": ([64, 64, 64, 10], 32, 4)}
 LR = steps.LR
 
 
@@ -60,6 +59,8 @@ def parse_args(argv=None):
     parser.add_argument("--baseline", default=None, metavar="DIR",
                         help="a folder holding xpnet_before/: its fit and step rows run "
                              "interleaved with these (bench/baseline.py)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the peak-memory rows (fit_overhead_memory.json and .md)")
     parser.add_argument("--memory-child", nargs=2, metavar=("VARIANT", "SHAPE"),
                         help=argparse.SUPPRESS)  # one peak-memory measurement, in a child
     return parser.parse_args(argv)
@@ -311,12 +312,25 @@ def breakdown(sizes, batch, n_batches) -> dict:
 
 # ------------------------------------------------------------------------------ memory
 
-def _rss_peak_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+def _status_bytes(field: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (its high-water mark) of this process."""
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak() -> None:
+    """Start the high-water mark afresh (Linux: "5" to clear_refs), so an earlier peak
+    (importing torch, drawing the weights in float64) does not hide training's."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def memory_child(variant: str, shape: str) -> dict:
-    """In a fresh process: the high-water mark's growth while ``variant`` trains 2 epochs."""
+    """In a fresh process: how far resident memory peaks above what it was with the
+    libraries imported and the data made, while ``variant`` builds its model and trains 2
+    epochs (so the model, gradients, optimizer state and activations all count)."""
     common.limit_threads(1)
     sizes, batch, n_batches = {**SHAPES, **QUICK_SHAPES}[shape]
     X, y = epoch_data(sizes, batch, n_batches)
@@ -324,16 +338,16 @@ def memory_child(variant: str, shape: str) -> dict:
 
     if variant.startswith("torch"):
         import torch  # noqa: F401  (imported before the baseline, as xpnet's torch is)
-
+    before = _status_bytes("VmRSS")
+    _reset_peak()
+    if variant.startswith("torch"):
         v = torch_loop_variant(sizes, batch, X, y, "adam" if "adam" in variant else "sgd")
     else:
         v = fit_variant(xn.backend.get("numpy"), sizes, batch, X, y,
                         "adam" if "adam" in variant else "sgd")
-    v.info.pop("model", None)
-    before = _rss_peak_bytes()
     v.step()
     v.step()
-    return {"variant": variant, "growth_bytes": _rss_peak_bytes() - before,
+    return {"variant": variant, "growth_bytes": _status_bytes("VmHWM") - before,
             "before_bytes": before}
 
 
@@ -430,6 +444,17 @@ def main(argv=None) -> int:
                   if k in args.shapes.split(",")}
     reps = args.reps or (3 if args.quick else 7)
     thread_limits = common.limit_threads(args.threads)
+    if args.memory_only:
+        payload = {"benchmark": "fit_overhead", "quick": args.quick, "timing": {},
+                   "command": "python bench/fit_overhead.py " + " ".join(
+                       argv if argv is not None else sys.argv[1:]),
+                   "breakdown": None, "memory": memory_rows(shapes, args.quick),
+                   "machine": common.machine_facts()}
+        path = common.write_results("fit_overhead_memory", payload, to_markdown(payload),
+                                    args.out)
+        print(to_markdown(payload))
+        print(f"wrote {path}")
+        return 0
     import baseline
 
     before = baseline.load(args.baseline)

@@ -121,7 +121,7 @@ def test_fit_overhead_quick(tmp_path):
     data = _run("fit_overhead.py", tmp_path, "--no-threads")
     assert data["benchmark"] == "fit_overhead"
     (results,) = data["timing"].values()
-    assert set(results) == {"tiny", "medium"}
+    assert set(results) == {"tiny-quick", "medium-quick"}
     for shape in results.values():
         assert {"fit-sgd", "fit-adam", "step-sgd", "numpy-loop", "gemm"} <= set(shape["per_batch"])
         whats = {r["what"] for r in shape["ratios"]}
