@@ -27,6 +27,7 @@ is fixed, and the mark comes off.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import os
 import tempfile
@@ -145,10 +146,11 @@ class Case:
     error: type | tuple
     words: tuple[str, ...]
     needs: str | None = None
+    library: str | None = None  # a case about that library's devices: skipped without it
 
 
-def case(id, call, error, words, needs=None) -> Case:
-    return Case(id, call, error, tuple(words), needs)
+def case(id, call, error, words, needs=None, library=None) -> Case:
+    return Case(id, call, error, tuple(words), needs, library)
 
 
 FIT_DEFAULTS = dict(loss="cross_entropy", epochs=1)
@@ -275,7 +277,7 @@ CASES = [
     case("use numpy on cuda", make(xn.use, "numpy", device="cuda"), xn.BackendError,
          ["numpy", "CPU", "cuda"]),
     case("use torch on a tpu", make(xn.use, "torch", device="tpu"), xn.BackendError,
-         ["torch", "tpu", "cpu"]),
+         ["torch", "tpu", "cpu"], library="torch"),
     # --- xn.mlp
     case("mlp one size", make(xn.mlp, [3]), xn.ModelError, ["at least two sizes"]),
     case("mlp size 0", make(xn.mlp, [3, 0]), ValueError, ["n_out", "positive"]),
@@ -734,6 +736,8 @@ CASES = [
 
 def _param(c: Case):
     marks = [pytest.mark.xfail(reason=f"needs {c.needs}", strict=True)] if c.needs else []
+    if c.library is not None and importlib.util.find_spec(c.library) is None:
+        marks.append(pytest.mark.skip(reason=f"{c.library} is not installed"))
     return pytest.param(c.call, c.error, c.words, id=c.id, marks=marks)
 
 
