@@ -176,25 +176,33 @@ class Sequential:
 
     def _stage(self, mapping, what: str) -> Buffer:
         """A new parameter buffer from ``mapping``, every name and shape validated first."""
+        # no copy here: Buffer.of copies every value into the parameter buffer
+        staged = self._checked(mapping, self.layout.shapes, what, "parameters", "params",
+                               copy=False)
+        return Buffer.of(self.layout, staged, self.backend)
+
+    def _checked(self, mapping, expected: dict, what: str, kind: str, example: str,
+                 copy: bool) -> dict:
+        """``mapping`` on the model's backend, its names exactly ``expected``'s and each
+        array of its shape (``kind`` and ``example`` name them in errors)."""
         if not isinstance(mapping, Mapping):
-            raise TypeError(f"{what}: parameters must be a mapping of names to arrays "
-                            f"(such as model.params); got {type(mapping).__name__}")
-        expected = self.layout.shapes
+            raise TypeError(f"{what}: {kind} must be a mapping of names to arrays "
+                            f"(such as model.{example}); got {type(mapping).__name__}")
         mapping = dict(mapping)
+        names = "names" if kind == "parameters" else f"{kind} names"
         unknown = sorted(set(mapping) - set(expected))
         missing = sorted(set(expected) - set(mapping))
         if unknown or missing:
-            raise ModelError(f"{what}: unknown names {unknown}, missing names {missing}; "
+            raise ModelError(f"{what}: unknown {names} {unknown}, missing {names} {missing}; "
                              f"expected {list(expected)}")
         staged = {}
         for name, shape in expected.items():
-            # no copy here: Buffer.of copies every value into the parameter buffer
-            value = data.parameter(self.backend, mapping[name], f"{what}: {name}", copy=False)
+            value = data.parameter(self.backend, mapping[name], f"{what}: {name}", copy=copy)
             got = tuple(value.shape)
             if got != shape:
                 raise ModelError(f"{what}: {name} has shape {got}, expected {shape}")
             staged[name] = value
-        return Buffer.of(self.layout, staged, self.backend)
+        return staged
 
     def set_params(self, mapping) -> Sequential:
         """Replace parameters from NumPy or backend arrays; names and shapes are validated first."""
@@ -230,24 +238,7 @@ class Sequential:
 
     def _stage_state(self, mapping, what: str) -> dict:
         """Copies of ``mapping`` on the model's backend, every name and shape validated."""
-        if not isinstance(mapping, Mapping):
-            raise TypeError(f"{what}: state must be a mapping of names to arrays (such as "
-                            f"model.state); got {type(mapping).__name__}")
-        mapping = dict(mapping)
-        expected = self.state_shapes
-        unknown = sorted(set(mapping) - set(expected))
-        missing = sorted(set(expected) - set(mapping))
-        if unknown or missing:
-            raise ModelError(f"{what}: unknown state names {unknown}, missing state names "
-                             f"{missing}; expected {list(expected)}")
-        staged = {}
-        for name, shape in expected.items():
-            value = data.parameter(self.backend, mapping[name], f"{what}: {name}", copy=True)
-            if tuple(value.shape) != shape:
-                raise ModelError(f"{what}: {name} has shape {tuple(value.shape)}, expected "
-                                 f"{shape}")
-            staged[name] = value
-        return staged
+        return self._checked(mapping, self.state_shapes, what, "state", "state", copy=True)
 
     def commit_state(self, new_state: dict) -> None:
         """Take the state a training pass computed (``forward(state_out=...)``): what the
